@@ -5,7 +5,7 @@ import random
 import pytest
 
 from tfbert.errors import TfbertError
-from tfbert.tokenizers import describe_tokenizer, load_tokenizer
+from tfbert.tokenizers import describe_tokenizer, load_tokenizer, uses_slow_sentencepiece
 
 JAPANESE_WORDS = ["この", "商品", "は", "最高", "です", "最悪", "とても", "良い", "悪い", "届き", "ました", "値段",
                   "が", "安い", "高い", "使い", "やすい", "にくい", "また", "買い", "たい", "。", "、"]
@@ -51,15 +51,19 @@ def test_sentencepiece_tokenizer_trained_here(tmp_path):
                                    vocab_size=120, character_coverage=1.0, model_type="unigram")
     XLMRobertaTokenizer(vocab_file=str(tmp_path / "sp.model")).save_pretrained(tmp_path / "xlmr")
     tokenizer = load_tokenizer(str(tmp_path / "xlmr"))
+    # The slow tokenizer (SentencePiece itself), not the fast re-implementation: it has an in-graph copy.
+    assert type(tokenizer) is XLMRobertaTokenizer
     pieces = tokenizer.tokenize("この商品は最高です")
     assert "".join(pieces).replace("▁", "") == "この商品は最高です"
     assert tokenizer("この商品は最高です")["input_ids"][0] == tokenizer.cls_token_id
     info = describe_tokenizer(tokenizer)
-    assert info["kind"] in ("sentencepiece", "other") and info["vocab_size"] >= 120
+    assert info["kind"] == "sentencepiece" and info["vocab_size"] >= 120
     from tfbert.export import in_graph_tokenization
 
-    exact, reason = in_graph_tokenization(tokenizer, "head")
-    assert exact is False and "predict_ids" in reason
+    assert in_graph_tokenization(tokenizer, "head")[0] is True
+    assert type(load_tokenizer(str(tmp_path / "xlmr"), use_fast=True)).__name__ == "XLMRobertaTokenizerFast"
+    (tmp_path / "xlmr" / "sentencepiece.bpe.model").unlink()  # without the model file only a fast one can load
+    assert uses_slow_sentencepiece(str(tmp_path / "xlmr")) is False
 
 
 def test_unloadable_tokenizer_is_one_line(tmp_path):

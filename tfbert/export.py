@@ -6,13 +6,15 @@
 Signatures (``metadata.json`` lists the ones an export has, with the reason when text ones are missing):
   serving_default    text: string [batch] -> probabilities float32 [batch, classes], label_id int64 [batch],
                      label string [batch], label_names string [batch, classes]. Tokenises in the graph with
-                     TF Text ops that stock TF Serving carries (RegexSplitWithOffsets, WordpieceTokenizeWithOffsets,
-                     NormalizeUTF8), exactly as the Hugging Face fast BERT tokenizer does.
+                     TF Text ops, exactly as the Hugging Face tokenizer: WordPiece (fast BERT-family tokenizers;
+                     RegexSplitWithOffsets, WordpieceTokenizeWithOffsets) or SentencePiece (slow XLM-R, CamemBERT,
+                     ALBERT tokenizers; SentencepieceOp, SentencepieceTokenizeOp, see tfbert.export_sentencepiece).
   predict_text_pair  text, text_pair: string [batch] -> the same outputs, for sentence-pair models. (A separate
                      signature: TF Serving requires a row-format request to name every input of a signature.)
   predict_ids        input_ids, attention_mask, token_type_ids: int64 [batch, length] -> the same outputs. Always
                      there; the only signature when the tokenizer has no exact in-graph form (MeCab-based Japanese,
-                     SentencePiece): clients tokenise with the tokenizer in assets.extra/tfbert/tokenizer.
+                     fast SentencePiece re-implementations, other kinds): clients tokenise with the tokenizer in
+                     assets.extra/tfbert/tokenizer.
 
 Probabilities are a float32 softmax of the logits whatever precision policy the model computes in.
 Loading the export in Python needs ``import tensorflow_text`` first (the ops live there).
@@ -171,11 +173,63 @@ def wordpiece_spec(tokenizer) -> tuple[Optional[dict], str]:
         "strip_accents": lowercase if strip is None else bool(strip),
         "lowercase": lowercase,
         "added_tokens": {t["content"]: t["id"] for t in added},
-        "cls": cls, "sep": sep, "pad": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        "kind": "wordpiece",
     }
     if spec["unk_token"] not in ids:
         return None, f"the unknown token {spec['unk_token']!r} is not in the vocabulary"
     return spec, "TF Text WordPiece with the tokenizer's own normaliser settings"
+
+
+def frame_template(tokenizer) -> Optional[dict]:
+    """How ``tokenizer`` frames one text and a pair with special tokens, or None if not as a fixed template.
+
+    Returns ``single`` and ``pair``: lists of special token ids with -1 (first text) and -2 (second text)
+    where the texts go, and ``single_types`` / ``pair_types``: the token type id of each list item.
+
+    Example:
+        >>> frame_template(bert_tokenizer)["pair"]  # doctest: +SKIP
+        [101, -1, 102, -2, 102]
+    """
+    try:
+        single, pair = (tokenizer.build_inputs_with_special_tokens([-1]),
+                        tokenizer.build_inputs_with_special_tokens([-1], [-2]))
+        single_types, pair_types = (tokenizer.create_token_type_ids_from_sequences([-1]),
+                                    tokenizer.create_token_type_ids_from_sequences([-1], [-2]))
+    except Exception:  # a tokenizer that cannot frame placeholder ids has no template we can copy
+        return None
+    fixed = (single.count(-1) == 1 and -2 not in single and pair.count(-1) == 1 and pair.count(-2) == 1
+             and pair.index(-1) < pair.index(-2) and len(single_types) == len(single)
+             and len(pair_types) == len(pair) and all(i >= 0 for i in single + pair if i not in (-1, -2))
+             and len(single) - 1 == tokenizer.num_special_tokens_to_add(pair=False)
+             and len(pair) - 2 == tokenizer.num_special_tokens_to_add(pair=True))
+    if not fixed:
+        return None
+    return {"single": single, "pair": pair, "single_types": single_types, "pair_types": pair_types}
+
+
+def _common_refusal(tokenizer) -> Optional[str]:
+    """Why no in-graph copy can match ``tokenizer`` whatever its kind, or None."""
+    if getattr(tokenizer, "truncation_side", "right") != "right":
+        return f"truncation_side={tokenizer.truncation_side!r} (the in-graph copy cuts texts on the right)"
+    if frame_template(tokenizer) is None:
+        return f"{type(tokenizer).__name__} does not frame texts with a fixed template of special tokens"
+    return None
+
+
+def _graph_spec(tokenizer) -> tuple[Optional[dict], str]:
+    """The in-graph tokenizer settings for ``tokenizer`` (WordPiece or SentencePiece), or None and why not."""
+    from tfbert.export_sentencepiece import is_sentencepiece, sentencepiece_spec
+
+    refusal = _common_refusal(tokenizer)
+    if refusal:
+        return None, refusal
+    spec, reason = sentencepiece_spec(tokenizer) if is_sentencepiece(tokenizer) else wordpiece_spec(tokenizer)
+    if spec is not None:
+        spec["template"] = frame_template(tokenizer)
+        # Pair truncation "longest_first" differs: tokenizers (Rust) for fast tokenizers, transformers (Python) else.
+        spec["longest_first"] = "rust" if getattr(tokenizer, "is_fast", False) else "python"
+        spec["pad"] = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return spec, reason
 
 
 def in_graph_tokenization(tokenizer, truncation: str) -> tuple[bool, str]:
@@ -187,21 +241,107 @@ def in_graph_tokenization(tokenizer, truncation: str) -> tuple[bool, str]:
     """
     if truncation not in TRUNCATIONS:
         return False, f"truncation {truncation!r} is not one of {TRUNCATIONS}"
-    spec, reason = wordpiece_spec(tokenizer)
+    spec, reason = _graph_spec(tokenizer)
     if spec is None:
         return False, f"{reason}; the export has predict_ids only (tokenise with the tokenizer it ships)"
     return True, reason
 
 
-def _text_encoder_class():
+@functools.lru_cache(maxsize=1)
+def framed_encoder_class():
+    """The base tf.Module of in-graph tokenizers: truncation and special-token framing, as the HF tokenizer.
+
+    Subclasses set ``self.spec`` (with ``template``, ``longest_first``, ``pad``), ``self.max_length`` and
+    ``self.truncation`` and implement ``pieces(texts)``: token ids [batch, pieces] without special tokens.
+    """
     import tensorflow as tf
-    import tensorflow_text as text
 
     from tfbert.data.pipeline import HEAD_SHARE
 
-    class TextEncoder(tf.Module):
+    class FramedEncoder(tf.Module):
         """Texts to padded (input_ids, attention_mask, token_type_ids), as the Hugging Face tokenizer would
         with ``truncation=True, max_length=max_length`` (and tfbert's tail / head_tail truncation)."""
+
+        def _keep(self, pieces, keep):
+            """Keep ``keep[i]`` pieces of row i: the head, the tail, or HEAD_SHARE of it head and the rest tail."""
+            lengths = pieces.row_lengths()[:, tf.newaxis]
+            keep = keep[:, tf.newaxis]
+            positions = tf.ragged.range(pieces.row_lengths())
+            if self.truncation == "tail":
+                mask = positions >= lengths - keep
+            elif self.truncation == "head_tail":
+                head = tf.cast(tf.floor(tf.cast(keep, tf.float64) * HEAD_SHARE), tf.int64)
+                mask = (positions < head) | (positions >= lengths - (keep - head))
+            else:
+                mask = positions < keep
+            return tf.ragged.boolean_mask(pieces, mask)
+
+        def _longest_first(self, first, second, budget):
+            """Pieces kept of each text of a pair by the tokenizer's own longest_first truncation."""
+            if self.spec["longest_first"] == "rust":  # tokenizers: the shorter keeps up to half the budget
+                short, long = tf.minimum(first, second), tf.maximum(first, second)
+                halves = 2 * short > budget
+                keep_short = tf.where(halves, budget // 2, short)
+                keep_long = tf.where(halves, budget // 2 + budget % 2, budget - short)
+                swap = first > second
+                return tf.where(swap, keep_long, keep_short), tf.where(swap, keep_short, keep_long)
+            # transformers' truncate_sequences: cut the longer down to the shorter, then split the rest.
+            remove = tf.maximum(first + second - budget, 0)
+            uneven = tf.minimum(tf.abs(second - first), remove)
+            even = remove - uneven
+            first_longer = first > second
+            remove_first = tf.where(first_longer, uneven + even // 2, even // 2)
+            remove_second = tf.where(first_longer, even - even // 2, uneven + even - even // 2)
+            return first - remove_first, second - remove_second
+
+        def _pair_budget(self, first, second):
+            """Pieces kept of each text of a pair: the tokenizer's longest_first for head, else encode_batch's."""
+            budget = tf.constant(self.max_length - (len(self.spec["template"]["pair"]) - 2), tf.int64)
+            if self.truncation == "head":
+                keep_first, keep_second = self._longest_first(first, second, budget)
+            else:
+                keep_second = tf.minimum(second, tf.maximum(budget - first, tf.minimum(second, budget // 2)))
+                keep_first = budget - keep_second
+            fits = first + second <= budget
+            return tf.where(fits, first, tf.minimum(first, keep_first)), tf.where(fits, second, tf.minimum(second, keep_second))
+
+        def _frame(self, segments, template, types):
+            """Special tokens around the segments as ``template`` says (-1, -2: the texts), with token type ids."""
+            batch = segments[0].nrows()
+            parts, type_parts = [], []
+            for item, type_id in zip(template, types):
+                if item < 0:
+                    part = segments[-item - 1]
+                else:
+                    part = tf.RaggedTensor.from_tensor(tf.fill(tf.stack([batch, 1]), tf.constant(item, tf.int64)))
+                parts.append(part)
+                type_parts.append(tf.ones_like(part) * type_id)
+            return tf.concat(parts, axis=1), tf.concat(type_parts, axis=1)
+
+        def encode(self, texts, pairs=None):
+            """(input_ids, attention_mask, token_type_ids), int64 [batch, longest], padded like the tokenizer."""
+            first = self.pieces(texts)
+            template = self.spec["template"]
+            if pairs is None:
+                budget = self.max_length - (len(template["single"]) - 1)
+                keep = tf.minimum(first.row_lengths(), tf.constant(budget, tf.int64))
+                ids, type_ids = self._frame([self._keep(first, keep)], template["single"], template["single_types"])
+            else:
+                second = self.pieces(pairs)
+                keep_first, keep_second = self._pair_budget(first.row_lengths(), second.row_lengths())
+                ids, type_ids = self._frame([self._keep(first, keep_first), self._keep(second, keep_second)],
+                                            template["pair"], template["pair_types"])
+            return ids.to_tensor(self.spec["pad"]), tf.ones_like(ids).to_tensor(0), type_ids.to_tensor(0)
+
+    return FramedEncoder
+
+
+def _wordpiece_encoder_class():
+    import tensorflow as tf
+    import tensorflow_text as text
+
+    class WordPieceEncoder(framed_encoder_class()):
+        """BERT's normaliser, pre-tokenizer and WordPiece in TF Text ops, as the fast BERT tokenizer."""
 
         def __init__(self, spec: dict, tables: dict, vocab_file: str, max_length: int, truncation: str):
             super().__init__()
@@ -265,71 +405,33 @@ def _text_encoder_class():
             per_segment = tf.concat([plain, added], axis=1)  # each row is one or the other
             return segments.with_flat_values(per_segment).merge_dims(-2, -1)
 
-        def _keep(self, pieces, keep):
-            """Keep ``keep[i]`` pieces of row i: the head, the tail, or HEAD_SHARE of it head and the rest tail."""
-            lengths = pieces.row_lengths()[:, tf.newaxis]
-            keep = keep[:, tf.newaxis]
-            positions = tf.ragged.range(pieces.row_lengths())
-            if self.truncation == "tail":
-                mask = positions >= lengths - keep
-            elif self.truncation == "head_tail":
-                head = tf.cast(tf.floor(tf.cast(keep, tf.float64) * HEAD_SHARE), tf.int64)
-                mask = (positions < head) | (positions >= lengths - (keep - head))
-            else:
-                mask = positions < keep
-            return tf.ragged.boolean_mask(pieces, mask)
-
-        def _pair_budget(self, first, second):
-            """Pieces kept of each text of a pair: tokenizers' longest_first for head, else tfbert's encode_batch."""
-            budget = tf.constant(self.max_length - 3, tf.int64)
-            if self.truncation == "head":
-                short, long = tf.minimum(first, second), tf.maximum(first, second)
-                halves = 2 * short > budget
-                keep_short = tf.where(halves, budget // 2, short)
-                keep_long = tf.where(halves, budget // 2 + budget % 2, budget - short)
-                swap = first > second
-                keep_first, keep_second = tf.where(swap, keep_long, keep_short), tf.where(swap, keep_short, keep_long)
-            else:
-                keep_second = tf.minimum(second, tf.maximum(budget - first, tf.minimum(second, budget // 2)))
-                keep_first = budget - keep_second
-            fits = first + second <= budget
-            return tf.where(fits, first, tf.minimum(first, keep_first)), tf.where(fits, second, tf.minimum(second, keep_second))
-
-        def encode(self, texts, pairs=None):
-            """(input_ids, attention_mask, token_type_ids), int64 [batch, longest], padded like the tokenizer."""
-            first = self.pieces(texts)
-            if pairs is None:
-                budget = tf.fill(tf.shape(first.row_lengths()), tf.constant(self.max_length - 2, tf.int64))
-                segments = [self._keep(first, tf.minimum(first.row_lengths(), budget))]
-            else:
-                second = self.pieces(pairs)
-                keep_first, keep_second = self._pair_budget(first.row_lengths(), second.row_lengths())
-                segments = [self._keep(first, keep_first), self._keep(second, keep_second)]
-            ids, type_ids = text.combine_segments(segments, self.spec["cls"], self.spec["sep"])
-            return ids.to_tensor(self.spec["pad"]), tf.ones_like(ids).to_tensor(0), type_ids.to_tensor(0)
-
-    return TextEncoder
+    return WordPieceEncoder
 
 
 def text_encoder(tokenizer, max_length: int, truncation: str = "head", workdir: str | Path | None = None):
     """An in-graph copy of ``tokenizer`` (a tf.Module with ``encode(texts, pairs=None)``), or a TfbertError.
 
-    ``workdir`` holds the vocab.txt the lookup table reads (a fresh temporary folder if None).
+    WordPiece (fast BERT-family) and SentencePiece (slow XLM-R, CamemBERT, ALBERT) tokenizers have one.
+    ``workdir`` holds the vocab.txt a WordPiece lookup table reads (a fresh temporary folder if None).
 
     Example:
         >>> ids, mask, types = text_encoder(tokenizer, 128).encode(tf.constant(["Héllo world"]))  # doctest: +SKIP
     """
-    spec, reason = wordpiece_spec(tokenizer)
+    spec, reason = _graph_spec(tokenizer)
     if spec is None:
         raise TfbertError(f"tokenizer {type(tokenizer).__name__}: {reason}")
     if truncation not in TRUNCATIONS:
         raise TfbertError(f"--truncation {truncation}: choose one of {', '.join(TRUNCATIONS)}")
+    if spec["kind"] == "sentencepiece":
+        from tfbert.export_sentencepiece import sentencepiece_encoder
+
+        return sentencepiece_encoder(spec, max_length, truncation)
     folder = Path(workdir or tempfile.mkdtemp(prefix="tfbert-vocab-"))
     folder.mkdir(parents=True, exist_ok=True)
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("".join(token + "\n" for token in spec["vocab"]), encoding="utf-8")
     tables = bert_unicode_tables(spec["clean_text"], spec["strip_accents"], spec["lowercase"])
-    return _text_encoder_class()(spec, tables, str(vocab_file), max_length, truncation)
+    return _wordpiece_encoder_class()(spec, tables, str(vocab_file), max_length, truncation)
 
 
 def _next_version(base: Path) -> int:

@@ -9,9 +9,19 @@ Example:
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Optional
 
 from tfbert.errors import TfbertError
+
+# SentencePiece checkpoints load their slow tokenizer: it runs the SentencePiece model itself (as in
+# pre-training), while the fast one re-implements it and tokenises some texts differently, and only the slow
+# one has an exact in-graph copy for the SavedModel (tfbert.export_sentencepiece). Class: model file.
+SENTENCEPIECE_SLOW = {"XLMRobertaTokenizer": "sentencepiece.bpe.model", "CamembertTokenizer": "sentencepiece.bpe.model",
+                      "AlbertTokenizer": "spiece.model"}
+_MODEL_TYPE_TOKENIZERS = {"xlm-roberta": "XLMRobertaTokenizer", "camembert": "CamembertTokenizer",
+                          "albert": "AlbertTokenizer"}
 
 
 def _check_mecab() -> None:
@@ -25,8 +35,34 @@ def _check_mecab() -> None:
         ) from None
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def uses_slow_sentencepiece(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` is a local folder of an XLM-R / CamemBERT / ALBERT tokenizer with its
+    SentencePiece model file (and the sentencepiece package is installed), so tfbert loads it slow."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return False
+    name = _read_json(folder / "tokenizer_config.json").get("tokenizer_class") \
+        or _MODEL_TYPE_TOKENIZERS.get(_read_json(folder / "config.json").get("model_type", ""), "")
+    model_file = SENTENCEPIECE_SLOW.get(str(name).removesuffix("Fast"))
+    if model_file is None or not (folder / model_file).is_file():
+        return False
+    try:
+        import sentencepiece  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def load_tokenizer(name_or_path: str, word_tokenizer: Optional[str] = None, **kwargs):
-    """The checkpoint's tokenizer through AutoTokenizer, fast where one exists.
+    """The checkpoint's tokenizer through AutoTokenizer: fast where one exists, except SentencePiece
+    checkpoints (XLM-R, CamemBERT, ALBERT folders with their .model file), which get the slow SentencePiece one.
 
     Args:
         name_or_path: a local folder or Hub id.
@@ -40,6 +76,8 @@ def load_tokenizer(name_or_path: str, word_tokenizer: Optional[str] = None, **kw
         kwargs.update(word_tokenizer_type="mecab", mecab_kwargs={"mecab_dic": "unidic_lite"})
     elif word_tokenizer == "basic":
         kwargs.update(word_tokenizer_type="basic")
+    if uses_slow_sentencepiece(name_or_path):
+        kwargs.setdefault("use_fast", False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     except (ImportError, ModuleNotFoundError) as error:
