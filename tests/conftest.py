@@ -6,12 +6,17 @@ Everything is built on the fly in seconds; nothing is downloaded.
 from __future__ import annotations
 
 import json
+import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
 
 import tfbert.runtime  # noqa: F401  (sets TF_USE_LEGACY_KERAS etc. before TensorFlow loads)
+
+# Tokenisation caches of test runs stay out of the user's ~/.cache (subprocesses inherit this).
+os.environ.setdefault("TFBERT_CACHE", tempfile.mkdtemp(prefix="tfbert-test-cache-"))
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = (

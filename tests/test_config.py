@@ -37,3 +37,25 @@ def test_conflicting_sources():
 def test_mlp_head_needs_frozen_encoder():
     with pytest.raises(TfbertError, match="--head_hidden_size needs --freeze_encoder"):
         parse_train_args(["--head_hidden_size", "8"])
+
+
+def test_export_precision_follows_bfloat16_training_unless_given():
+    from tfbert.runtime import resolve_export_precision
+
+    assert resolve_export_precision("auto", "mixed_bfloat16") == "mixed_bfloat16"
+    assert resolve_export_precision("auto", "float32") == "float32"
+    assert resolve_export_precision("auto", "mixed_float16") == "float32"  # CPUs emulate float16
+    assert resolve_export_precision("float32", "mixed_bfloat16") == "float32"
+    assert resolve_export_precision("bfloat16", "float32") == "mixed_bfloat16"
+
+
+def test_new_performance_flags_are_checked():
+    from tfbert.config import parse_train_args
+    from tfbert.errors import TfbertError
+
+    config = parse_train_args(["--grad_accum_steps", "4", "--pad_to_multiple_of", "8", "--fused_ops", "off"])
+    assert (config.training.grad_accum_steps, config.training.pad_to_multiple_of, config.training.fused_ops) == (4, 8, "off")
+    for flags, named in ((["--grad_accum_steps", "0"], "--grad_accum_steps"),
+                         (["--pad_to_multiple_of", "-1"], "--pad_to_multiple_of")):
+        with pytest.raises(TfbertError, match=named):
+            parse_train_args(flags)

@@ -87,3 +87,22 @@ def test_batches_are_padded_to_a_multiple_of_16(tokenizer):
 
     widths = [batch["input_ids"].shape[1] for batch in inference_dataset(encoded, tokenizer, batch_size=5, pad_multiple=16)]
     assert all(w % 16 == 0 for w in widths)
+
+
+def test_tokenised_splits_are_cached_by_rows_tokenizer_and_settings(tokenizer, tmp_path):
+    splits = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"text": ["good phone", "bad book"], "label": [1, 0]}),
+        "test": datasets.Dataset.from_dict({"text": ["okay item"], "label": [1]}),
+    })
+    first = tokenize(splits, tokenizer, 16, cache_dir=str(tmp_path))
+    cached = sorted(p.name for p in tmp_path.glob("*.arrow"))
+    assert len(cached) == 2
+    again = tokenize(splits, tokenizer, 16, cache_dir=str(tmp_path))
+    assert again["train"].cache_files[0]["filename"] == first["train"].cache_files[0]["filename"]
+    assert again["train"]["input_ids"] == first["train"]["input_ids"]
+    assert sorted(p.name for p in tmp_path.glob("*.arrow")) == cached  # read back, nothing new written
+    tokenize(splits, tokenizer, 8, cache_dir=str(tmp_path))  # other settings: other files
+    relabelled = datasets.DatasetDict({"train": splits["train"].map(lambda row: {"label": 1 - row["label"]}),
+                                       "test": splits["test"]})
+    assert tokenize(relabelled, tokenizer, 16, cache_dir=str(tmp_path))["train"]["label"] == [0, 1]
+    assert len(list(tmp_path.glob("*.arrow"))) == 5  # 2 + 2 at max_length 8 + the relabelled train split

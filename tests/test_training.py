@@ -42,3 +42,40 @@ def test_optimizer_skips_decay_for_excluded_variables(tiny_model_dir):
 def test_balanced_class_weight():
     weights = balanced_class_weight(np.array([0, 0, 0, 1]), num_classes=3)
     assert weights == pytest.approx({0: 4 / 6, 1: 2.0, 2: 1.0})
+
+
+def _one_update(tiny_model_dir, micro_batches: int, batch: dict, labels, sample_weight=None) -> list:
+    """Trainable weights after one optimizer update on ``batch``, from the same start, without dropout."""
+    import tensorflow as tf
+
+    from tfbert.modeling import load_for_training
+    from tfbert.training import accumulate_gradients, classification_loss
+
+    tf.keras.utils.set_random_seed(0)
+    model = load_for_training(tiny_model_dir, ["a", "b", "c"])
+    for layer in model.submodules:
+        if isinstance(layer, tf.keras.layers.Dropout):
+            layer.rate = 0.0
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.5), loss=classification_loss, metrics=["accuracy"])
+    accumulate_gradients(model, micro_batches)
+    logs = model.train_on_batch(batch, labels, sample_weight=sample_weight, return_dict=True)
+    return [v.numpy() for v in model.trainable_variables], logs
+
+
+@pytest.mark.parametrize("micro_batches", [2, 3])
+def test_accumulated_update_equals_the_whole_batch_update(tiny_model_dir, micro_batches):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["good phone", "bad book and very poor", "okay", "love it really", "the worst item"]
+    batch = dict(tokenizer(texts, padding=True, return_tensors="np"))
+    labels = np.array([2, 0, 1, 2, 0])
+    weights = np.array([1.0, 2.0, 0.5, 1.0, 3.0], np.float32)
+    whole, whole_logs = _one_update(tiny_model_dir, 1, batch, labels, weights)
+    split, split_logs = _one_update(tiny_model_dir, micro_batches, batch, labels, weights)
+    start, _ = _one_update(tiny_model_dir, 1, batch, labels, np.zeros(5, np.float32))  # zero loss: no update
+    assert max(np.abs(w - s).max() for w, s in zip(whole, start)) > 1e-3  # the update is not trivial
+    for w, s in zip(whole, split):
+        np.testing.assert_allclose(s, w, atol=1e-5)
+    assert split_logs["loss"] == pytest.approx(whole_logs["loss"], rel=1e-5)
+    assert split_logs["accuracy"] == pytest.approx(whole_logs["accuracy"])

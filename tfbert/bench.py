@@ -4,7 +4,8 @@
         --test_file ../shared/data/splits/ag_news_test.jsonl --epochs 2 --precision bfloat16
 
 It trains with train.py's code path (same flags), then measures the exported SavedModel (text in):
-predict samples/s at batch 32, single-text latency p50/p99 after warm-up, and a compact export
+predict samples/s at batch 32 (batched by length as infer.py does, and in the file's order as the
+reference's Trainer.predict), single-text latency p50/p99 after warm-up, and a compact export
 (TFLite, dynamic-range int8 weights): size, speed and macro-F1. Compare with
 ../shared/bench/reference_hf_trainer.py run on the same files in the same session.
 """
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = train(config, report=lambda line: None)
     run = Path(summary["run_dir"])
     metrics = json.loads((run / "metrics.json").read_text())
+    resolved = json.loads((run / "config.json").read_text())["resolved"]
     peak_train_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     import datasets
@@ -97,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     predictor = SavedModelPredictor(run / "saved_model", batch_size=32)
     predictor.predict(test_texts[:64])  # warm-up: trace the shapes
     started = time.perf_counter()
-    saved_probabilities = predictor.predict(test_texts)
+    saved_probabilities = predictor.predict(test_texts)  # batched by length, as infer.py does
     predict_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    predictor.predict(test_texts, sort_by_length=False)  # batches in the file's order, as the reference
+    input_order_seconds = time.perf_counter() - started
     latencies = []
     for text in test_texts[:20] + test_texts[:100]:
         started = time.perf_counter()
@@ -126,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         "validation_macro_f1": round(metrics["validation"]["macro_f1"], 4),
         "test_macro_f1": round(metrics["test"]["macro_f1"], 4),
         "test_accuracy": round(metrics["test"]["accuracy"], 4),
+        "export_precision_policy": resolved["export_precision_policy"],
+        "fused_ops": resolved["fused_ops"],
         "saved_model_predict_samples_per_s_batch32": round(len(test_texts) / predict_seconds, 1),
+        "saved_model_predict_samples_per_s_batch32_input_order": round(len(test_texts) / input_order_seconds, 1),
         "saved_model_test_macro_f1": round(evaluate_predictions(saved_probabilities, test_labels,
                                                                 corpus.label_names).metrics["macro_f1"], 4),
         "single_text_latency_ms_p50": round(1000 * statistics.median(latencies), 2),

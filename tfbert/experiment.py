@@ -24,6 +24,9 @@ from tfbert.errors import TfbertError
 
 logger = logging.getLogger(__name__)
 
+# Batch lengths are rounded up to a multiple of this unless --pad_to_multiple_of says otherwise.
+DEFAULT_PAD_MULTIPLE = 8
+
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries a result depends on, for config.json."""
@@ -61,18 +64,19 @@ def train(config: TrainConfig, report=print) -> dict:
     limit = model_max_length(checkpoint, tokenizer)
     if data.max_length > limit:
         raise TfbertError(f"--max_length {data.max_length} is over the model's limit of {limit} tokens; use {limit} or less")
-    encoded = tokenize(corpus.splits, tokenizer, data.max_length, data.truncation)
+    encoded = tokenize(corpus.splits, tokenizer, data.max_length, data.truncation, data.tokenization_cache())
     report(_describe_data(corpus, encoded, data.max_length))
 
     # 2. Set up the process and the run folder.
     policy = runtime.resolve_precision(settings.precision)
     runtime.set_precision(policy)
+    fused = runtime.use_fused_ops(settings.fused_ops)
     runtime.set_seed(settings.seed, settings.deterministic)
     strategy = runtime.select_strategy()
     run = runs.create_run(settings.output_dir, settings.plots_dir, corpus.name, model_settings.model_name)
     runs.set_status(run, "running")
     try:
-        summary = _train_in_run(config, run, corpus, encoded, tokenizer, checkpoint, policy, strategy, report)
+        summary = _train_in_run(config, run, corpus, encoded, tokenizer, checkpoint, policy, fused, strategy, report)
     except KeyboardInterrupt:
         runs.set_status(run, "failed", error="interrupted")
         raise
@@ -93,16 +97,18 @@ def _describe_data(corpus, encoded, max_length: int) -> str:
 
 
 def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer, checkpoint: Path,
-                  policy: str, strategy, report) -> dict:
+                  policy: str, fused: bool, strategy, report) -> dict:
     import tensorflow as tf
 
-    from tfbert import modeling, plots, runtime, training
+    from tfbert import fused_ops, modeling, plots, runtime, training
     from tfbert.data.pipeline import training_dataset
     from tfbert.evaluation import evaluate_predictions, predict_probabilities
     from tfbert.export import export_saved_model
 
     data, settings, model_settings = config.data, config.training, config.model
     started = time.time()
+    pad_multiple = settings.pad_to_multiple_of or (16 if settings.xla else DEFAULT_PAD_MULTIPLE)
+    export_policy = runtime.resolve_export_precision(settings.export_precision, policy)
     train_lengths = np.asarray(encoded["train"]["n_tokens"])
     runs.write_json(run.path / "config.json", {
         "run_id": run.run_id,
@@ -111,6 +117,9 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
         "resolved": {
             "checkpoint": str(checkpoint),
             "precision_policy": policy,
+            "fused_ops": fused,
+            "export_precision_policy": export_policy,
+            "pad_to_multiple_of": pad_multiple,
             "strategy": type(strategy).__name__,
             "replicas": strategy.num_replicas_in_sync,
             "devices": [d.name for d in tf.config.list_logical_devices()],
@@ -131,20 +140,24 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
 
     # 3. Model, optimiser, training.
     n_train = len(encoded["train"])
-    steps_per_epoch = -(-n_train // settings.batch_size)  # bucketing may add a few partial batches
+    update_batch = settings.batch_size * settings.grad_accum_steps  # examples per optimizer update
+    steps_per_epoch = -(-n_train // update_batch)  # bucketing may add a few partial batches
     total_steps = steps_per_epoch * settings.epochs
     with strategy.scope():
         model = modeling.load_for_training(
             checkpoint, corpus.label_names,
             freeze_encoder=model_settings.freeze_encoder, head_hidden_size=model_settings.head_hidden_size,
         )
+        if fused:
+            logger.info("fused ops: %s", fused_ops.fuse(model))
         optimizer = training.make_optimizer(
             model, settings.lr, settings.weight_decay, int(settings.warmup_ratio * total_steps), total_steps
         )
         model.compile(optimizer=optimizer, loss=training.classification_loss, metrics=["accuracy"],
                       jit_compile=settings.xla)
-    train_data = training_dataset(encoded["train"], tokenizer, settings.batch_size, settings.seed,
-                                  pad_multiple=16 if settings.xla else 1)
+        training.accumulate_gradients(model, settings.grad_accum_steps)
+    train_data = training_dataset(encoded["train"], tokenizer, update_batch, settings.seed,
+                                  pad_multiple=pad_multiple)
     validation = encoded["validation"]
     labels = {split: np.asarray(encoded[split]["label"]) for split in ("validation", "test")}
 
@@ -193,10 +206,11 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
         "word_tokenizer": model_settings.word_tokenizer,
     })
     staging.rename(run.model_dir)
-    # Serve in float32 whatever the training precision: on CPU it was as fast as bfloat16 and had the
-    # lower single-text latency (16.7 vs 21.9 ms p50 for MiniLM), and probabilities match float32 Keras.
-    runtime.set_precision("float32")
+    # The export is built afresh from the saved folder in its own precision (not the training one),
+    # with GELU in plain float32 arithmetic: stock TF Serving runs no XLA kernels.
+    runtime.set_precision(export_policy)
     serving_model = modeling.load_classifier(run.model_dir)
+    fused_ops.fuse(serving_model, for_serving=True)
     saved_model = export_saved_model(
         serving_model, tokenizer, id2label=dict(enumerate(corpus.label_names)), max_length=data.max_length,
         base_dir=run.saved_model_base, truncation=data.truncation,

@@ -543,6 +543,7 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
             "tokenizer": describe_tokenizer(tokenizer),
             "uses_token_type_ids": uses_token_types,
             "probabilities_dtype": "float32",
+            "compute_policy": getattr(getattr(model, "dtype_policy", None), "name", "float32"),
             "signatures": described,
             "version": version,
         }
@@ -631,11 +632,25 @@ class SavedModelPredictor:
             out = self.loaded.signatures["predict_ids"](**feeds)
         return out["probabilities"].numpy()
 
-    def predict(self, texts: list[str], text_pairs: Optional[list[str]] = None) -> np.ndarray:
-        """Probabilities [len(texts), len(labels)] (float32), in batches of ``batch_size``."""
+    def predict(self, texts: list[str], text_pairs: Optional[list[str]] = None,
+                sort_by_length: bool = True) -> np.ndarray:
+        """Probabilities [len(texts), len(labels)] (float32), in batches of ``batch_size``.
+
+        With ``sort_by_length``, texts are batched in order of length (characters, a proxy for tokens)
+        so that each batch carries little padding; the result is in the input's order either way.
+        """
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise TfbertError(f"text_pairs: {len(text_pairs)} pairs for {len(texts)} texts; give one per text")
-        chunks = [self._call(list(texts[start:start + self.batch_size]),
-                             list(text_pairs[start:start + self.batch_size]) if text_pairs is not None else None)
-                  for start in range(0, len(texts), self.batch_size)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
+        texts = list(texts)
+        pairs = list(text_pairs) if text_pairs is not None else None
+        lengths = [len(text) + (len(pairs[i]) if pairs is not None else 0) for i, text in enumerate(texts)]
+        order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(len(texts))
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            chunks.append(self._call([texts[i] for i in batch], [pairs[i] for i in batch] if pairs is not None else None))
+        if not chunks:
+            return np.zeros((0, len(self.labels)), np.float32)
+        probabilities = np.empty((len(texts), chunks[0].shape[1]), np.float32)
+        probabilities[order] = np.concatenate(chunks)
+        return probabilities

@@ -70,6 +70,29 @@ def resolve_precision(requested: str) -> str:
     return "mixed_bfloat16" if cpu_supports_bfloat16() else "float32"
 
 
+def resolve_export_precision(requested: str, training_policy: str) -> str:
+    """--export_precision as a Keras policy; auto exports bfloat16 after bfloat16 training, else float32.
+
+    float16 is never exported: CPUs emulate it, and GPUs serve float32 or bfloat16 well.
+
+    Example:
+        >>> resolve_export_precision("auto", "mixed_bfloat16")
+        'mixed_bfloat16'
+    """
+    if requested == "bfloat16" or (requested == "auto" and training_policy == "mixed_bfloat16"):
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def use_fused_ops(requested: str) -> bool:
+    """--fused_ops: on, off, or auto = on when no GPU is visible (the passes it saves are a CPU cost)."""
+    if requested in ("on", "off"):
+        return requested == "on"
+    import tensorflow as tf
+
+    return not tf.config.list_physical_devices("GPU")
+
+
 def set_precision(policy_name: str) -> None:
     """Set the global Keras policy; models built afterwards compute in it, variables stay float32."""
     import tensorflow as tf

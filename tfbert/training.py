@@ -123,6 +123,61 @@ def _validation_callback_class():
     return ValidationMetrics
 
 
+def accumulate_gradients(model, micro_batches: int) -> None:
+    """Make ``model.fit`` split each batch into ``micro_batches`` parts run one after another, summing
+    their gradients into one optimizer update: the update of the whole batch, the memory of one part.
+
+    The loss is summed per example and divided by the whole batch's size, so the update equals the
+    unsplit one (up to float rounding) even when the parts differ in size.
+    """
+    import types
+
+    import tensorflow as tf
+
+    def train_step(self, data):
+        x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.trainable_variables
+        batch = tf.shape(y)[0]
+        part = (batch + micro_batches - 1) // micro_batches
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        scaling = isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+
+        def run_part(start, totals, logits_parts):
+            def take(tensor):
+                return tensor[start:start + part]
+
+            weights = take(sample_weight) if sample_weight is not None else None
+            with tf.GradientTape() as tape:
+                logits = self(tf.nest.map_structure(take, x), training=True).logits
+                per_example = self.loss(take(y), logits)
+                if weights is not None:
+                    per_example = per_example * tf.cast(weights, per_example.dtype)
+                loss = tf.reduce_sum(per_example) / tf.cast(batch * replicas, per_example.dtype)
+                if scaling:
+                    loss = self.optimizer.get_scaled_loss(loss)
+            grads = tape.gradient(loss, variables)
+            totals = [total + tf.convert_to_tensor(grad) for total, grad in zip(totals, grads)]
+            return start + part, totals, logits_parts.write(start // part, tf.cast(logits, tf.float32))
+
+        zeros = [tf.zeros_like(variable) for variable in variables]
+        logits_parts = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
+                                      element_shape=tf.TensorShape([None, self.config.num_labels]))
+        _, grads, logits_parts = tf.while_loop(
+            lambda start, *_: start < batch, run_part, (tf.constant(0), zeros, logits_parts),
+            parallel_iterations=1,  # one part at a time: that is the memory saving
+        )
+        if scaling:
+            grads = self.optimizer.get_unscaled_gradients(grads)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        logits = logits_parts.concat()
+        self.compiled_loss(y, logits, sample_weight)  # the epoch's mean loss, as Keras reports it
+        self.compiled_metrics.update_state(y, logits, sample_weight)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    if micro_batches > 1:
+        model.train_step = types.MethodType(train_step, model)
+
+
 @dataclass
 class FitResult:
     history: dict

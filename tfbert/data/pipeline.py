@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import datasets
@@ -61,13 +62,50 @@ def encode_batch(tokenizer, texts: list[str], pairs: Optional[list[str]], max_le
     return encoded
 
 
-def tokenize(splits: datasets.DatasetDict, tokenizer, max_length: int, truncation: str = "head") -> datasets.DatasetDict:
-    """Add the model's input columns and ``n_tokens`` to every split (batched, fast tokenizer)."""
+def tokenization_cache_key(split: datasets.Dataset, tokenizer, max_length: int, truncation: str) -> Optional[str]:
+    """A digest of everything a tokenised split depends on: its rows, the tokenizer, the settings.
+
+    None when the tokenizer cannot be hashed (then nothing is cached).
+    """
+    import hashlib
+
+    import pyarrow as pa
+    from datasets.fingerprint import Hasher
+
+    try:
+        tokenizer_digest = Hasher.hash(tokenizer)
+    except Exception:  # e.g. a tokenizer holding a MeCab tagger
+        return None
+    sink = pa.BufferOutputStream()
+    table = split.with_format("arrow")[:]  # the rows in the split's order
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    digest = hashlib.sha256(sink.getvalue().to_pybytes())
+    digest.update(f"{tokenizer_digest}|{max_length}|{truncation}|{TOKENIZATION_VERSION}".encode())
+    return digest.hexdigest()[:32]
+
+
+TOKENIZATION_VERSION = 1  # bump when encode_batch changes what it writes
+
+
+def tokenize(splits: datasets.DatasetDict, tokenizer, max_length: int, truncation: str = "head",
+             cache_dir: Optional[str] = None) -> datasets.DatasetDict:
+    """Add the model's input columns and ``n_tokens`` to every split (batched, fast tokenizer).
+
+    With ``cache_dir``, each tokenised split is kept there under a digest of its rows, the tokenizer
+    and the settings, and read back instead of tokenising again.
+    """
 
     def encode(batch: dict) -> dict:
         return encode_batch(tokenizer, batch["text"], batch.get("text_pair"), max_length, truncation)
 
-    return splits.map(encode, batched=True, batch_size=1000, desc="tokenizing")
+    cache_files = None
+    if cache_dir is not None:
+        keys = {name: tokenization_cache_key(split, tokenizer, max_length, truncation) for name, split in splits.items()}
+        if all(keys.values()):
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            cache_files = {name: str(Path(cache_dir) / f"{key}.arrow") for name, key in keys.items()}
+    return splits.map(encode, batched=True, batch_size=1000, desc="tokenizing", cache_file_names=cache_files)
 
 
 def _input_columns(dataset: datasets.Dataset) -> list[str]:

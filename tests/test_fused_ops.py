@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+
+def test_gelu_and_its_gradient_equal_keras_exact_gelu():
+    import tensorflow as tf
+
+    from tfbert.fused_ops import gelu
+
+    x = tf.constant(np.random.default_rng(0).normal(scale=3.0, size=(3, 5, 17)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        fused, reference = gelu(x), tf.keras.activations.gelu(x, approximate=False)
+    np.testing.assert_allclose(fused, reference, atol=2e-6)
+    np.testing.assert_allclose(tape.gradient(fused, x), tape.gradient(reference, x), atol=2e-6)
+    assert gelu(tf.cast(x, tf.bfloat16)).dtype == tf.bfloat16
+
+
+def test_dropout_drops_the_rate_scales_the_rest_and_masks_the_gradient():
+    import tensorflow as tf
+
+    from tfbert.fused_ops import dropout
+
+    tf.random.set_seed(3)
+    x = tf.ones([400, 500])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = dropout(x, 0.1)
+    dropped = float(tf.reduce_mean(tf.cast(y == 0, tf.float32)))
+    assert dropped == pytest.approx(0.1, abs=0.003)  # 200,000 draws: 3 sigma is 0.002
+    assert set(np.unique(y.numpy())) == {0.0, np.float32(1 / 0.9)}
+    np.testing.assert_array_equal(tape.gradient(y, x), y)  # d(x * mask)/dx = mask
+    assert not np.array_equal(dropout(x, 0.1), dropout(x, 0.1))  # a new mask on every call
+
+
+def test_fuse_replaces_exact_gelu_and_dropout_and_keeps_the_outputs(tiny_model_dir):
+    import tensorflow as tf
+
+    from tfbert.fused_ops import fuse
+    from tfbert.modeling import load_for_training
+
+    model = load_for_training(tiny_model_dir, ["a", "b"])
+    inputs = {"input_ids": tf.constant([[2, 10, 11, 12, 3]]), "attention_mask": tf.ones([1, 5], tf.int32)}
+    before = model(inputs, training=False).logits.numpy()
+    counts = fuse(model)
+    # 2 layers: one intermediate GELU each; dropout: embeddings + 3 per layer + classifier = 8
+    assert counts == {"gelu": 2, "dropout": 8}
+    np.testing.assert_allclose(model(inputs, training=False).logits, before, atol=1e-5)
+    assert fuse(model) == {"gelu": 0, "dropout": 0}  # idempotent
+    a, b = (model(inputs, training=True).logits.numpy() for _ in range(2))
+    assert not np.allclose(a, b)  # dropout is active in training
+
+
+def test_serving_gelu_keeps_the_outputs_and_the_export_has_no_xla(tiny_model_dir, tmp_path):
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from tfbert.export import export_saved_model
+    from tfbert.fused_ops import fuse
+    from tfbert.modeling import load_for_training, load_tokenizer
+
+    model = load_for_training(tiny_model_dir, ["a", "b"])
+    inputs = {"input_ids": tf.constant([[2, 10, 11, 12, 3]]), "attention_mask": tf.ones([1, 5], tf.int32)}
+    before = model(inputs, training=False).logits.numpy()
+    assert fuse(model, for_serving=True) == {"gelu": 2, "dropout": 0}
+    np.testing.assert_allclose(model(inputs, training=False).logits, before, atol=1e-5)
+    version = export_saved_model(model, load_tokenizer(tiny_model_dir), id2label={0: "a", 1: "b"},
+                                 max_length=16, base_dir=tmp_path)
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((version / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    functions = list(graph.library.function)
+    assert functions  # the signatures' bodies
+    # Stock TF Serving runs no XLA: no function may demand compilation, no node may be an XLA op.
+    assert not any(f.attr["_XlaMustCompile"].b for f in functions)
+    ops = {node.op for f in functions for node in f.node_def} | {node.op for node in graph.node}
+    assert "Erf" in ops and not any(op.startswith("Xla") for op in ops)
