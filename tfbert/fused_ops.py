@@ -33,10 +33,7 @@ def _kernels():
     """The XLA kernels, built once (they are traced per input shape; each compiles in ~0.1 s)."""
     import tensorflow as tf
 
-    @tf.function(jit_compile=True)
-    def gelu_forward(x):
-        x32 = tf.cast(x, tf.float32)
-        return tf.cast(0.5 * x32 * (1.0 + tf.math.erf(x32 * SQRT_HALF)), x.dtype)
+    gelu_forward = tf.function(gelu_for_serving, jit_compile=True)
 
     @tf.function(jit_compile=True)
     def gelu_backward(x, dy):
@@ -94,6 +91,7 @@ def dropout(x, rate: float):
     return x * dropout_mask(tf.shape(x), rate, x.dtype, seed)
 
 
+@functools.lru_cache(maxsize=None)
 def _fused_dropout_class():
     import tensorflow as tf
 
@@ -101,14 +99,14 @@ def _fused_dropout_class():
         """tf.keras.layers.Dropout computing :func:`dropout` in training."""
 
         def call(self, inputs, training=None):
-            if not training or self.rate == 0:
+            if self.rate == 0:
                 return tf.identity(inputs)
-            return dropout(inputs, float(self.rate))
+            if training is None:
+                training = tf.keras.backend.learning_phase()
+            return tf.__internal__.smart_cond.smart_cond(
+                training, lambda: dropout(inputs, float(self.rate)), lambda: tf.identity(inputs))
 
     return FusedDropout
-
-
-FusedDropout = None  # built on first use, so that importing this module does not import TensorFlow
 
 
 def _computes_exact_gelu(function) -> bool:
@@ -132,8 +130,6 @@ def fuse(model, for_serving: bool = False) -> dict[str, int]:
     """
     import tensorflow as tf
 
-    global FusedDropout
-    FusedDropout = FusedDropout or _fused_dropout_class()
     replacement = gelu_for_serving if for_serving else gelu
     counts = {"gelu": 0, "dropout": 0}
     for layer in model.submodules:
@@ -144,6 +140,6 @@ def fuse(model, for_serving: bool = False) -> dict[str, int]:
                 setattr(layer, attribute, replacement)
                 counts["gelu"] += 1
         if not for_serving and type(layer) is tf.keras.layers.Dropout and layer.noise_shape is None:
-            layer.__class__ = FusedDropout
+            layer.__class__ = _fused_dropout_class()
             counts["dropout"] += 1
     return counts
