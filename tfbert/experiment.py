@@ -141,7 +141,7 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
     # 3. Model, optimiser, training.
     n_train = len(encoded["train"])
     update_batch = settings.batch_size * settings.grad_accum_steps  # examples per optimizer update
-    steps_per_epoch = -(-n_train // update_batch)  # bucketing may add a few partial batches
+    steps_per_epoch = -(-n_train // update_batch)
     total_steps = steps_per_epoch * settings.epochs
     with strategy.scope():
         model = modeling.load_for_training(
@@ -157,7 +157,7 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
                       jit_compile=settings.xla)
         training.accumulate_gradients(model, settings.grad_accum_steps)
     train_data = training_dataset(encoded["train"], tokenizer, update_batch, settings.seed,
-                                  pad_multiple=pad_multiple)
+                                  pad_multiple=pad_multiple, repeat=True)
     validation = encoded["validation"]
     labels = {split: np.asarray(encoded[split]["label"]) for split in ("validation", "test")}
 
@@ -171,7 +171,7 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
     verbose = 0 if settings.quiet else (1 if sys.stdout.isatty() else 2)
     fitted = training.fit(
         model, train_data, epochs=settings.epochs, evaluate_validation=evaluate_validation, run_dir=run.path,
-        patience=settings.patience, class_weight=class_weight, n_train=n_train,
+        patience=settings.patience, class_weight=class_weight, n_train=n_train, steps_per_epoch=steps_per_epoch,
         n_train_tokens=int(sum(len(ids) for ids in encoded["train"]["input_ids"])), verbose=verbose,
     )
 

@@ -225,6 +225,7 @@ def fit(
     patience: int,
     class_weight: Optional[dict[int, float]] = None,
     n_train: int,
+    steps_per_epoch: Optional[int] = None,
     n_train_tokens: int = 0,
     verbose: int = 1,
 ) -> FitResult:
@@ -252,7 +253,8 @@ def fit(
     if patience:
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=patience))
     started = time.perf_counter()
-    history = model.fit(train_data, epochs=epochs, callbacks=callbacks, class_weight=class_weight, verbose=verbose)
+    history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                        class_weight=class_weight, verbose=verbose)
     seconds = time.perf_counter() - started
     scores = history.history[MONITOR]
     best_epoch = int(np.argmax(scores)) + 1

@@ -168,9 +168,14 @@ def _pad_to_multiple(features: dict, pad_values: dict, multiple: int) -> dict:
 
 
 def training_dataset(encoded: datasets.Dataset, tokenizer, batch_size: int, seed: int,
-                     pad_multiple: int = PAD_MULTIPLE):
+                     pad_multiple: int = PAD_MULTIPLE, repeat: bool = False):
     """Shuffled, length-bucketed (features, label) batches for ``fit``, padded to their longest
-    member rounded up to ``pad_multiple`` tokens (1: no rounding)."""
+    member rounded up to ``pad_multiple`` tokens (1: no rounding).
+
+    With ``repeat`` the stream is endless (reshuffled every pass) and ``fit`` takes steps_per_epoch:
+    Keras then keeps one iterator, where re-creating it between epochs stalled AG News training for
+    about a minute (an idle wait in Model.fit's epoch loop, seen with py-spy).
+    """
     import tensorflow as tf
 
     columns = _input_columns(encoded)
@@ -182,6 +187,7 @@ def training_dataset(encoded: datasets.Dataset, tokenizer, batch_size: int, seed
     batches = (
         examples
         .shuffle(len(encoded), seed=seed, reshuffle_each_iteration=True)
+        .repeat(-1 if repeat else 1)
         .bucket_by_sequence_length(
             element_length_func=lambda features, label: tf.shape(features["input_ids"])[0],
             bucket_boundaries=boundaries,
