@@ -62,30 +62,32 @@ def encode_batch(tokenizer, texts: list[str], pairs: Optional[list[str]], max_le
     return encoded
 
 
-def tokenization_cache_key(split: datasets.Dataset, tokenizer, max_length: int, truncation: str) -> Optional[str]:
-    """A digest of everything a tokenised split depends on: its rows, the tokenizer, the settings.
+TOKENIZATION_VERSION = 1  # bump when encode_batch changes what it writes
 
-    None when the tokenizer cannot be hashed (then nothing is cached).
-    """
-    import hashlib
 
-    import pyarrow as pa
+def tokenizer_digest(tokenizer) -> Optional[str]:
+    """A digest of the tokenizer's whole state, or None when it cannot be hashed (a MeCab tagger)."""
     from datasets.fingerprint import Hasher
 
     try:
-        tokenizer_digest = Hasher.hash(tokenizer)
-    except Exception:  # e.g. a tokenizer holding a MeCab tagger
+        return Hasher.hash(tokenizer)
+    except Exception:
         return None
+
+
+def tokenization_cache_key(split: datasets.Dataset, tokenizer_hash: str, max_length: int, truncation: str) -> str:
+    """A digest of everything a tokenised split depends on: its rows, the tokenizer, the settings."""
+    import hashlib
+
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     table = split.with_format("arrow")[:]  # the rows in the split's order
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     digest = hashlib.sha256(sink.getvalue().to_pybytes())
-    digest.update(f"{tokenizer_digest}|{max_length}|{truncation}|{TOKENIZATION_VERSION}".encode())
+    digest.update(f"{tokenizer_hash}|{max_length}|{truncation}|{TOKENIZATION_VERSION}".encode())
     return digest.hexdigest()[:32]
-
-
-TOKENIZATION_VERSION = 1  # bump when encode_batch changes what it writes
 
 
 def tokenize(splits: datasets.DatasetDict, tokenizer, max_length: int, truncation: str = "head",
@@ -100,11 +102,12 @@ def tokenize(splits: datasets.DatasetDict, tokenizer, max_length: int, truncatio
         return encode_batch(tokenizer, batch["text"], batch.get("text_pair"), max_length, truncation)
 
     cache_files = None
-    if cache_dir is not None:
-        keys = {name: tokenization_cache_key(split, tokenizer, max_length, truncation) for name, split in splits.items()}
-        if all(keys.values()):
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            cache_files = {name: str(Path(cache_dir) / f"{key}.arrow") for name, key in keys.items()}
+    tokenizer_hash = tokenizer_digest(tokenizer) if cache_dir is not None else None  # hashed once, not per split
+    if tokenizer_hash is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        keys = {name: tokenization_cache_key(split, tokenizer_hash, max_length, truncation)
+                for name, split in splits.items()}
+        cache_files = {name: str(Path(cache_dir) / f"{key}.arrow") for name, key in keys.items()}
     return splits.map(encode, batched=True, batch_size=1000, desc="tokenizing", cache_file_names=cache_files)
 
 
