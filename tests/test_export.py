@@ -124,18 +124,24 @@ def test_saved_model_probabilities_equal_the_keras_model(classifier, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]  # versions added, never overwritten
 
 
-def test_saved_model_cli_lists_exactly_the_documented_signatures(classifier, tmp_path):
-    model, tokenizer = classifier
-    version = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path)
+def saved_model_cli_signatures(version: Path) -> tuple[set[str], str]:
+    """Run TensorFlow's own ``saved_model_cli show --all``; return the signature names and what it printed."""
+    import re
+
     cli = Path(sys.executable).parent / "saved_model_cli"
     shown = subprocess.run([str(cli), "show", "--dir", str(version), "--all"], capture_output=True, text=True,
                            timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    import re
-
     names = set(re.findall(r"signature_def\['([^']+)'\]", shown.stdout)) - {"__saved_model_init_op"}
+    return names, shown.stdout
+
+
+def test_saved_model_cli_lists_exactly_the_documented_signatures(classifier, tmp_path):
+    model, tokenizer = classifier
+    version = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path)
+    names, shown = saved_model_cli_signatures(version)
     assert names == {"serving_default", "predict_ids", "predict_text_pair"}
-    default = shown.stdout.split("signature_def['serving_default']")[1].split("signature_def[")[0]
+    default = shown.split("signature_def['serving_default']")[1].split("signature_def[")[0]
     assert "inputs['text'] tensor_info:\n        dtype: DT_STRING" in default
     for output in ("probabilities", "label_id", "label", "label_names"):
         assert f"outputs['{output}']" in default

@@ -5,15 +5,12 @@ SentencePiece models are trained here in a second on a small multilingual corpus
 """
 
 import random
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
-from test_export import SAMPLE, in_graph_ids, random_texts
+from test_export import SAMPLE, in_graph_ids, random_texts, saved_model_cli_signatures
 
 from tfbert import modeling
 from tfbert.data.pipeline import encode_batch
@@ -198,10 +195,6 @@ def test_saved_model_with_in_graph_sentencepiece_equals_keras(kind, sp_models, t
         expected = predict_probabilities(model, datasets.Dataset.from_dict(encoded), tokenizer, 4)
         np.testing.assert_allclose(predictor.predict(texts, second), expected, atol=1e-5)
     if kind == "albert":  # one CLI run is enough: it takes seconds
-        cli = Path(sys.executable).parent / "saved_model_cli"
-        shown = subprocess.run([str(cli), "show", "--dir", str(version), "--all"], capture_output=True, text=True,
-                               timeout=300)
-        assert shown.returncode == 0, shown.stderr[-2000:]
-        names = set(re.findall(r"signature_def\['([^']+)'\]", shown.stdout)) - {"__saved_model_init_op"}
+        names, shown = saved_model_cli_signatures(version)
         assert names == {"serving_default", "predict_ids", "predict_text_pair"}
-        assert "inputs['text'] tensor_info:\n        dtype: DT_STRING" in shown.stdout
+        assert "inputs['text'] tensor_info:\n        dtype: DT_STRING" in shown
