@@ -118,6 +118,10 @@ def test_saved_model_probabilities_equal_the_keras_model(classifier, tmp_path):
         predictor = SavedModelPredictor(version)
         assert predictor.metadata["in_graph_tokenization"] is True
         np.testing.assert_allclose(predictor.predict(SAMPLE), expected, atol=1e-5)
+        np.testing.assert_allclose(predictor.predict(SAMPLE, sort_by_length=False), expected, atol=1e-5)
+        # Batches are formed in order of token counts, taken from the tokenizer shipped in the export.
+        assert predictor._lengths(SAMPLE, None) == [len(tokenizer(text, add_special_tokens=False)["input_ids"])
+                                                    for text in SAMPLE]
         out = predictor.loaded.signatures["serving_default"](text=__import__("tensorflow").constant(SAMPLE))
         assert [label.decode() for label in out["label"].numpy()] == [LABELS[i] for i in expected.argmax(axis=1)]
         assert out["label_id"].numpy().tolist() == expected.argmax(axis=1).tolist()

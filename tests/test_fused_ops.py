@@ -44,26 +44,32 @@ def test_fuse_replaces_exact_gelu_and_dropout_and_keeps_the_outputs(tiny_model_d
     before = model(inputs, training=False).logits.numpy()
     counts = fuse(model)
     # 2 layers: one intermediate GELU each; dropout: embeddings + 3 per layer + classifier = 8
-    assert counts == {"gelu": 2, "dropout": 8}
+    assert counts == {"gelu": 2, "dropout": 8, "dense": 0}
     np.testing.assert_allclose(model(inputs, training=False).logits, before, atol=1e-5)
-    assert fuse(model) == {"gelu": 0, "dropout": 0}  # idempotent
+    assert fuse(model) == {"gelu": 0, "dropout": 0, "dense": 0}  # idempotent
     a, b = (model(inputs, training=True).logits.numpy() for _ in range(2))
     assert not np.allclose(a, b)  # dropout is active in training
 
 
-def test_serving_gelu_keeps_the_outputs_and_the_export_has_no_xla(tiny_model_dir, tmp_path):
+def test_serving_rewrite_keeps_the_outputs_and_the_export_has_no_xla(tiny_model_dir, tmp_path):
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
     from tfbert.export import export_saved_model
-    from tfbert.fused_ops import fuse
+    from tfbert.fused_ops import fuse, gelu_in_dense
     from tfbert.modeling import load_for_training, load_tokenizer
 
     model = load_for_training(tiny_model_dir, ["a", "b"])
     inputs = {"input_ids": tf.constant([[2, 10, 11, 12, 3]]), "attention_mask": tf.ones([1, 5], tf.int32)}
     before = model(inputs, training=False).logits.numpy()
-    assert fuse(model, for_serving=True) == {"gelu": 2, "dropout": 0}
+    # Dense: 6 per layer (query, key, value, attention output, intermediate, output), pooler, classifier.
+    assert fuse(model, for_serving=True) == {"gelu": 2, "dropout": 0, "dense": 14}
+    assert fuse(model, for_serving=True) == {"gelu": 0, "dropout": 0, "dense": 0}  # idempotent
+    intermediate = model.bert.encoder.layer[0].intermediate
+    assert intermediate.dense.activation is gelu_in_dense and intermediate.intermediate_act_fn is tf.identity
     np.testing.assert_allclose(model(inputs, training=False).logits, before, atol=1e-5)
+    batch = {"input_ids": tf.constant([[2, 10, 11, 3], [2, 12, 3, 0]]), "attention_mask": tf.constant([[1, 1, 1, 1], [1, 1, 1, 0]])}
+    assert model(batch, training=False).logits.shape == (2, 2)
     version = export_saved_model(model, load_tokenizer(tiny_model_dir), id2label={0: "a", 1: "b"},
                                  max_length=16, base_dir=tmp_path)
     saved = saved_model_pb2.SavedModel()
@@ -74,4 +80,4 @@ def test_serving_gelu_keeps_the_outputs_and_the_export_has_no_xla(tiny_model_dir
     # Stock TF Serving runs no XLA: no function may demand compilation, no node may be an XLA op.
     assert not any(f.attr["_XlaMustCompile"].b for f in functions)
     ops = {node.op for f in functions for node in f.node_def} | {node.op for node in graph.node}
-    assert "Erf" in ops and not any(op.startswith("Xla") for op in ops)
+    assert "Erfc" in ops and not any(op.startswith("Xla") for op in ops)  # tf.nn.gelu, exact

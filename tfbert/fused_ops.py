@@ -10,10 +10,16 @@ with oneDNN: compiling the whole step with XLA made bfloat16 training slower), a
 draws 16 random bits per element (drop probability exact to 1/65536) and keeps its mask for the
 backward pass. Both compute the same functions as the layers they replace.
 
+Exported graphs cannot use XLA (stock TF Serving runs none), so for serving the layers are rewritten
+for TensorFlow's own graph optimiser instead: every Dense runs as one 2-D MatMul + BiasAdd (Keras
+reshapes 3-D inputs around the MatMul only, which stops the fusion) and the feed-forward GELU moves
+into its Dense, so that oneDNN computes MatMul, bias and GELU as one kernel. In a profile of the
+bfloat16 MiniLM forward pass on 2 cores this took a batch [32, 64] from 124 to 106 ms.
+
 Example:
     >>> counts = fuse(model)  # doctest: +SKIP
     >>> counts
-    {'gelu': 6, 'dropout': 20}
+    {'gelu': 6, 'dropout': 20, 'dense': 0}
 """
 
 from __future__ import annotations
@@ -70,6 +76,13 @@ def gelu_for_serving(x):
     return tf.cast(0.5 * x32 * (1.0 + tf.math.erf(x32 * SQRT_HALF)), x.dtype)
 
 
+def gelu_in_dense(x):
+    """Exact GELU as ``tf.nn.gelu`` writes it, the pattern TensorFlow's remapper fuses into MatMul + BiasAdd."""
+    import tensorflow as tf
+
+    return tf.nn.gelu(x, approximate=False)
+
+
 def dropout_mask(shape, rate: float, dtype, seed):
     """0 or 1/(1-rate) per element, from 16 random bits each: dropped when the bits fall under rate * 2^16."""
     import tensorflow as tf
@@ -109,6 +122,47 @@ def _fused_dropout_class():
     return FusedDropout
 
 
+@functools.lru_cache(maxsize=None)
+def _flat_dense_class():
+    import tensorflow as tf
+
+    class FlatDense(tf.keras.layers.Dense):
+        """tf.keras.layers.Dense computing on the last axis as one 2-D MatMul + BiasAdd (+ activation).
+
+        Keras' Dense multiplies a 3-D input through Tensordot, a Reshape on each side of the MatMul,
+        so the BiasAdd and the activation come after a Reshape and the graph optimiser cannot fuse them.
+        """
+
+        def call(self, inputs):
+            inputs = tf.cast(inputs, self.compute_dtype)
+            leading = tf.shape(inputs)[:-1]
+            outputs = tf.matmul(tf.reshape(inputs, [-1, tf.shape(inputs)[-1]]), tf.cast(self.kernel, self.compute_dtype))
+            if self.use_bias:
+                outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, self.compute_dtype))
+            if self.activation is not None:
+                outputs = self.activation(outputs)
+            outputs = tf.reshape(outputs, tf.concat([leading, [self.units]], axis=0))
+            outputs.set_shape(inputs.shape[:-1].concatenate([self.units]))
+            return outputs
+
+    return FlatDense
+
+
+def _move_gelu_into_dense(layer) -> bool:
+    """BERT-style feed-forward blocks apply GELU after their Dense (``dense``, ``intermediate_act_fn``):
+    make it the Dense's activation so that it fuses with the MatMul."""
+    import tensorflow as tf
+
+    dense = getattr(layer, "dense", None)
+    function = getattr(layer, "intermediate_act_fn", None)
+    if not (isinstance(dense, tf.keras.layers.Dense) and dense.activation is tf.keras.activations.linear
+            and callable(function) and not isinstance(function, tf.Module) and _computes_exact_gelu(function)):
+        return False
+    dense.activation = gelu_in_dense
+    layer.intermediate_act_fn = tf.identity
+    return True
+
+
 def _computes_exact_gelu(function) -> bool:
     """True when ``function`` is exact (erf) GELU: checked on values, whatever its name or module."""
     import tensorflow as tf
@@ -125,18 +179,26 @@ def _computes_exact_gelu(function) -> bool:
 def fuse(model, for_serving: bool = False) -> dict[str, int]:
     """Replace, in place, the exact-GELU activations and the dropout layers of ``model``; return the counts.
 
-    ``for_serving`` puts in :func:`gelu_for_serving` (no XLA) and leaves dropout, which inference skips.
+    ``for_serving`` uses no XLA and leaves dropout, which inference skips: Dense layers become
+    :class:`FlatDense`, feed-forward GELUs move into their Dense (:func:`gelu_in_dense`) and any other
+    exact GELU becomes :func:`gelu_for_serving`.
     Weights, layer names and checkpoints are unchanged; other activations (gelu_new, relu...) stay.
     """
     import tensorflow as tf
 
     replacement = gelu_for_serving if for_serving else gelu
-    counts = {"gelu": 0, "dropout": 0}
+    counts = {"gelu": 0, "dropout": 0, "dense": 0}
     for layer in model.submodules:
+        if for_serving and type(layer) is tf.keras.layers.Dense:
+            layer.__class__ = _flat_dense_class()
+            counts["dense"] += 1
+        if for_serving and _move_gelu_into_dense(layer):
+            counts["gelu"] += 1
+            continue
         for attribute in ACTIVATION_ATTRIBUTES:
             function = getattr(layer, attribute, None)
-            if callable(function) and not isinstance(function, tf.Module) and function is not replacement \
-                    and _computes_exact_gelu(function):
+            if callable(function) and not isinstance(function, tf.Module) \
+                    and function not in (replacement, gelu_in_dense) and _computes_exact_gelu(function):
                 setattr(layer, attribute, replacement)
                 counts["gelu"] += 1
         if not for_serving and type(layer) is tf.keras.layers.Dropout and layer.noise_shape is None:
