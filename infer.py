@@ -15,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("texts", nargs="*", help="texts to classify")
-    parser.add_argument("--model", help="run folder, save_pretrained folder or SavedModel (default: newest run)")
+    parser.add_argument("--model", help="run folder, save_pretrained folder, SavedModel or compact/ TFLite folder "
+                                        "(default: newest run)")
     parser.add_argument("--output_dir", default="output", help="where to look for the newest run")
     parser.add_argument("--server", help="URL of a TF Serving-compatible endpoint, e.g. http://127.0.0.1:8501/v1/models/tfbert")
     parser.add_argument("--file", help="read texts from a file: one text a line, or JSON Lines with a text field")

@@ -149,6 +149,11 @@ class TrainingConfig:
         default="auto",
         meta={"choices": ["auto", "float32", "bfloat16"]},
     )
+    export_tflite: bool = _help(
+        "also write compact/model_int8.tflite (TFLite, dynamic-range int8 weights: ~1/4 of the float32 "
+        "SavedModel) and record its test macro-F1 beside the model's",
+        default=False,
+    )
     pad_to_multiple_of: int = _help(
         "round each batch's length up to a multiple of this (fewer shapes to compile); 0: 16 with --xla, else 8",
         default=0,

@@ -207,7 +207,7 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
     })
     staging.rename(run.model_dir)
     # The export is built afresh from the saved folder in its own precision (not the training one),
-    # with GELU in plain float32 arithmetic: stock TF Serving runs no XLA kernels.
+    # rewritten for TensorFlow's graph optimiser rather than XLA, which stock TF Serving does not run.
     runtime.set_precision(export_policy)
     serving_model = modeling.load_classifier(run.model_dir)
     fused_ops.fuse(serving_model, for_serving=True)
@@ -215,6 +215,14 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
         serving_model, tokenizer, id2label=dict(enumerate(corpus.label_names)), max_length=data.max_length,
         base_dir=run.saved_model_base, truncation=data.truncation,
     )
+    compact = None
+    if settings.export_tflite:
+        try:
+            compact = _export_compact(run, tokenizer, corpus, encoded["test"], labels["test"], test.metrics["macro_f1"],
+                                      saved_model, data, model_settings.word_tokenizer)
+        except TfbertError as error:  # the model and the SavedModel are written: keep the run
+            logger.warning("no compact export: %s", error)
+            compact = {"error": str(error)}
 
     metrics = {
         "best_epoch": fitted.best_epoch,
@@ -229,6 +237,8 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
         "precision_policy": policy,
         "total_seconds": round(time.time() - started, 2),
     }
+    if compact:
+        metrics["compact"] = compact
     from tfbert.report import write_report
 
     write_report(run, config, corpus, metrics, evaluations, figures, saved_model, policy, train_lengths)
@@ -244,3 +254,24 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
         "test_macro_f1": test.metrics["macro_f1"],
         "train_seconds": metrics["train_seconds"],
     }
+
+
+def _export_compact(run: runs.Run, tokenizer, corpus, test_split, test_labels: np.ndarray, test_macro_f1: float,
+                    saved_model: Path, data, word_tokenizer) -> dict:
+    """Write compact/ (TFLite int8) from the saved folder and measure its test macro-F1 against the model's."""
+    from tfbert import modeling, runtime
+    from tfbert.evaluation import evaluate_predictions
+    from tfbert.export_tflite import MODEL_FILE, TFLitePredictor, export_tflite
+
+    runtime.set_precision("float32")  # dynamic-range quantisation starts from the float32 weights
+    folder = export_tflite(modeling.load_classifier(run.model_dir), tokenizer, labels=corpus.label_names,
+                           max_length=data.max_length, truncation=data.truncation, folder=run.compact_dir,
+                           word_tokenizer=word_tokenizer)
+    token_types = test_split["token_type_ids"] if "token_type_ids" in test_split.column_names else None
+    probabilities = TFLitePredictor(folder).predict_ids(test_split["input_ids"], token_types)
+    macro_f1 = evaluate_predictions(probabilities, test_labels, corpus.label_names).metrics["macro_f1"]
+    size = (folder / MODEL_FILE).stat().st_size
+    saved_model_size = sum(p.stat().st_size for p in saved_model.rglob("*") if p.is_file())
+    return {"format": "tflite dynamic-range int8", "path": str(folder.relative_to(run.path) / MODEL_FILE),
+            "mib": round(size / 2**20, 2), "size_vs_saved_model": round(size / saved_model_size, 3),
+            "test_macro_f1": macro_f1, "test_macro_f1_change": round(macro_f1 - test_macro_f1, 4)}

@@ -663,7 +663,9 @@ class SavedModelPredictor:
             raise TfbertError(f"text_pairs: {len(text_pairs)} pairs for {len(texts)} texts; give one per text")
         texts = list(texts)
         pairs = list(text_pairs) if text_pairs is not None else None
-        order = np.argsort(self._lengths(texts, pairs), kind="stable") if sort_by_length else np.arange(len(texts))
+        # One batch holds the texts in any order: measuring them would be wasted.
+        sort = sort_by_length and len(texts) > self.batch_size
+        order = np.argsort(self._lengths(texts, pairs), kind="stable") if sort else np.arange(len(texts))
         chunks = []
         for start in range(0, len(texts), self.batch_size):
             batch = order[start:start + self.batch_size]

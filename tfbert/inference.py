@@ -1,4 +1,5 @@
-"""Predict labels for raw texts from a run folder, a save_pretrained folder, a SavedModel or a server.
+"""Predict labels for raw texts from a run folder, a save_pretrained folder, a SavedModel, a compact
+TFLite export or a server.
 
 Every predictor has ``labels`` and ``predict(texts, text_pairs=None) -> probabilities [n, classes]``.
 
@@ -54,7 +55,8 @@ def _is_saved_model(path: Path) -> bool:
 
 
 def load_predictor(model: Optional[str] = None, output_dir: str = "output", server: Optional[str] = None):
-    """The predictor for ``--model`` (run folder, model folder or SavedModel), ``--server`` URL, or the newest run."""
+    """The predictor for ``--model`` (run folder, model folder, SavedModel or compact export), ``--server`` URL,
+    or the newest run."""
     if server:
         from tfbert.client import ServerPredictor
 
@@ -63,9 +65,15 @@ def load_predictor(model: Optional[str] = None, output_dir: str = "output", serv
 
     path = Path(model) if model else newest_run(output_dir)
     if not path.exists():
-        raise TfbertError(f"--model {path}: no such folder; give a run folder, a model folder or a SavedModel")
+        raise TfbertError(f"--model {path}: no such folder; give a run folder, a model folder, a SavedModel "
+                          "or a compact/ folder")
     if not path.is_dir():
-        raise TfbertError(f"--model {path}: is a file; give a run folder, a model folder or a SavedModel")
+        raise TfbertError(f"--model {path}: is a file; give a run folder, a model folder, a SavedModel "
+                          "or a compact/ folder")
+    from tfbert.export_tflite import MODEL_FILE, TFLitePredictor
+
+    if (path / MODEL_FILE).is_file():  # a compact export
+        return TFLitePredictor(path)
     if (path / "model" / "config.json").is_file():  # a run folder
         return KerasPredictor(path / "model")
     if (path / "config.json").is_file():
@@ -76,5 +84,5 @@ def load_predictor(model: Optional[str] = None, output_dir: str = "output", serv
         return SavedModelPredictor(path)
     raise TfbertError(
         f"--model {path}: not a model (no config.json, model/ or saved_model.pb inside); "
-        "give a run folder, its model/ folder or a SavedModel folder"
+        "give a run folder, its model/ folder, a SavedModel folder or a compact/ folder"
     )

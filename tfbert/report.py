@@ -84,6 +84,9 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
         f"{run.path}`",
         f"- `{os.path.relpath(saved_model, run.path)}/`: SavedModel for TF Serving (base path "
         f"`{run.saved_model_base}`)",
+        *([f"- `compact/`: TFLite with int8 weights ({metrics['compact']['mib']} MiB), test macro-F1 "
+           f"{metrics['compact']['test_macro_f1']:.4f} ({metrics['compact']['test_macro_f1_change']:+.4f} vs the "
+           f"model) — `python infer.py --model {run.compact_dir}`"] if "mib" in metrics.get("compact", {}) else []),
         "- `config.json` (every setting, versions, data fingerprint), `log.csv`, `metrics.json`, "
         "`classification_report.txt`, `errors.jsonl`, `predictions_*.jsonl`, `tensorboard/`",
         "",

@@ -41,6 +41,10 @@ class Run:
     def saved_model_base(self) -> Path:
         return self.path / "saved_model"
 
+    @property
+    def compact_dir(self) -> Path:
+        return self.path / "compact"
+
 
 def safe_name(name: str) -> str:
     """A path component from a dataset or model name: its last part, with odd characters replaced."""

@@ -1,0 +1,143 @@
+"""The compact export for CPU serving: TFLite with dynamic-range int8 weights, and its predictor.
+
+Dynamic-range quantisation stores the weights as int8 (a quarter of float32) and runs the matrix
+multiplications on int8 with activations quantised on the fly, so it needs no calibration data.
+MiniLM converts with TFLite's builtin ops only; the predictor runs it with LiteRT (ai-edge-litert,
+TensorFlow's successor to tf.lite.Interpreter), so serving it needs neither TensorFlow nor a GPU. Measured on AG News with all-MiniLM-L6-v2 on 2 cores: 22 MiB (23 % of the
+float32 SavedModel), ~650 texts/s in length-sorted batches of 8 (~450/s one text at a time), and a
+macro-F1 within 0.001 of the SavedModel's. The run folder records the F1 on the test split.
+
+Example:
+    >>> folder = export_tflite(model, tokenizer, labels=["neg", "pos"], max_length=128,
+    ...                        truncation="head", folder="output/run/compact")  # doctest: +SKIP
+    >>> TFLitePredictor(folder).predict(["great value"])  # doctest: +SKIP
+    array([[0.1, 0.9]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from tfbert.errors import TfbertError
+
+MODEL_FILE = "model_int8.tflite"
+SETTINGS_FILE = "tfbert.json"
+TOKENIZER_DIR = "tokenizer"
+DEFAULT_BATCH_SIZE = 8  # fastest of 1, 4, 8, 16, 32 on 2 cores (AG News, length-sorted)
+
+
+def export_tflite(model, tokenizer, *, labels: list[str], max_length: int, truncation: str,
+                  folder: str | Path, word_tokenizer: Optional[str] = None) -> Path:
+    """Convert a float32 classifier to ``folder/model_int8.tflite`` with its tokenizer and settings.
+
+    The folder is written under a temporary name and renamed into place, so it is whole or absent.
+    """
+    import tensorflow as tf
+
+    folder = Path(folder)
+    if folder.exists():
+        raise TfbertError(f"{folder}: already exists; a compact export is never overwritten")
+    uses_token_types = "token_type_ids" in tokenizer.model_input_names
+    spec = tf.TensorSpec([None, None], tf.int32)
+
+    def logits(inputs):
+        return tf.cast(model(inputs, training=False).logits, tf.float32)
+
+    if uses_token_types:
+        @tf.function(input_signature=[spec, spec, spec])
+        def classify(input_ids, attention_mask, token_type_ids):
+            return {"logits": logits({"input_ids": input_ids, "attention_mask": attention_mask,
+                                      "token_type_ids": token_type_ids})}
+    else:
+        @tf.function(input_signature=[spec, spec])
+        def classify(input_ids, attention_mask):
+            return {"logits": logits({"input_ids": input_ids, "attention_mask": attention_mask})}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([classify.get_concrete_function()], model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic range: int8 weights, float activations
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:  # the converter raises its own ConverterError with pages of MLIR
+        raise TfbertError(f"TFLite conversion of {type(model).__name__} failed ({str(error).splitlines()[0][:200]}); "
+                          "train without --export_tflite") from None
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        (staging / MODEL_FILE).write_bytes(flatbuffer)
+        tokenizer.save_pretrained(staging / TOKENIZER_DIR)
+        settings = {"labels": list(labels), "max_length": max_length, "truncation": truncation,
+                    "uses_token_type_ids": uses_token_types, "word_tokenizer": word_tokenizer,
+                    "format": "tflite, dynamic-range int8 weights, float32 activations, builtin ops only"}
+        (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.rename(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+class TFLitePredictor:
+    """Predictions from a compact export folder (``compact/`` of a run), in length-sorted batches.
+
+    Example:
+        >>> TFLitePredictor("output/.../compact").predict(["great value"])  # doctest: +SKIP
+        array([[0.1, 0.9]], dtype=float32)
+    """
+
+    def __init__(self, folder: str | Path, batch_size: int = DEFAULT_BATCH_SIZE, num_threads: Optional[int] = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from tfbert.modeling import load_tokenizer
+
+        folder = Path(folder)
+        if not (folder / MODEL_FILE).is_file() or not (folder / SETTINGS_FILE).is_file():
+            raise TfbertError(f"--model {folder}: not a compact export (needs {MODEL_FILE} and {SETTINGS_FILE})")
+        self.path = folder
+        self.settings = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+        self.labels = list(self.settings["labels"])
+        self.batch_size = batch_size
+        self.tokenizer = load_tokenizer(folder / TOKENIZER_DIR, self.settings.get("word_tokenizer"))
+        self.interpreter = Interpreter(model_path=str(folder / MODEL_FILE), num_threads=num_threads or os.cpu_count())
+        self.runner = self.interpreter.get_signature_runner()
+
+    def predict(self, texts: list[str], text_pairs: Optional[list[str]] = None) -> np.ndarray:
+        """Probabilities [len(texts), len(labels)] (float32)."""
+        from tfbert.data.pipeline import encode_batch
+
+        if text_pairs is not None and len(text_pairs) != len(texts):
+            raise TfbertError(f"text_pairs: {len(text_pairs)} pairs for {len(texts)} texts; give one per text")
+        encoded = encode_batch(self.tokenizer, list(texts), list(text_pairs) if text_pairs is not None else None,
+                               self.settings["max_length"], self.settings["truncation"])
+        return self.predict_ids(encoded["input_ids"], encoded.get("token_type_ids"))
+
+    def predict_ids(self, input_ids: list[list[int]], token_type_ids: Optional[list[list[int]]] = None) -> np.ndarray:
+        """Probabilities for tokenised examples; batches hold examples of similar length (little padding)."""
+        probabilities = np.zeros((len(input_ids), len(self.labels)), np.float32)
+        order = np.argsort([len(ids) for ids in input_ids], kind="stable")
+        pad_id = self.tokenizer.pad_token_id or 0
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            length = max(len(input_ids[i]) for i in rows)
+            ids = np.full((len(rows), length), pad_id, np.int32)
+            mask = np.zeros((len(rows), length), np.int32)
+            types = np.zeros((len(rows), length), np.int32)
+            for r, i in enumerate(rows):
+                n = len(input_ids[i])
+                ids[r, :n], mask[r, :n] = input_ids[i], 1
+                if token_type_ids is not None:
+                    types[r, :n] = token_type_ids[i]
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if self.settings["uses_token_type_ids"]:
+                feeds["token_type_ids"] = types
+            logits = self.runner(**feeds)["logits"].astype(np.float64)
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probabilities[rows] = exp / exp.sum(axis=1, keepdims=True)
+        return probabilities
