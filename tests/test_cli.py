@@ -78,6 +78,7 @@ def test_metrics_match_a_recomputation_from_predictions(trained_run):
     predicted = [p["predicted"] for p in predictions]
     assert metrics["test"]["accuracy"] == pytest.approx(accuracy_score(gold, predicted))
     assert metrics["test"]["macro_f1"] == pytest.approx(f1_score(gold, predicted, average="macro"))
+    assert 200 < metrics["peak_rss_mib_training"] < 16000  # TensorFlow alone takes a few hundred MiB
     errors = [json.loads(line) for line in (run / "errors.jsonl").read_text().splitlines()]
     wrong = [p for p in predictions if p["label"] != p["predicted"]]
     assert len(errors) == min(5, len(wrong))

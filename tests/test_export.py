@@ -109,6 +109,8 @@ def test_in_graph_ids_follow_the_normaliser_settings(options):
 
 
 def test_saved_model_probabilities_equal_the_keras_model(classifier, tmp_path):
+    import tensorflow as tf
+
     model, tokenizer = classifier
     for truncation in ("head", "head_tail"):
         version = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path,
@@ -122,7 +124,7 @@ def test_saved_model_probabilities_equal_the_keras_model(classifier, tmp_path):
         # Batches are formed in order of token counts, taken from the tokenizer shipped in the export.
         assert predictor._lengths(SAMPLE, None) == [len(tokenizer(text, add_special_tokens=False)["input_ids"])
                                                     for text in SAMPLE]
-        out = predictor.loaded.signatures["serving_default"](text=__import__("tensorflow").constant(SAMPLE))
+        out = predictor.loaded.signatures["serving_default"](text=tf.constant(SAMPLE))
         assert [label.decode() for label in out["label"].numpy()] == [LABELS[i] for i in expected.argmax(axis=1)]
         assert out["label_id"].numpy().tolist() == expected.argmax(axis=1).tolist()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]  # versions added, never overwritten

@@ -68,7 +68,8 @@ def test_serving_rewrite_keeps_the_outputs_and_the_export_has_no_xla(tiny_model_
     intermediate = model.bert.encoder.layer[0].intermediate
     assert intermediate.dense.activation is gelu_in_dense and intermediate.intermediate_act_fn is tf.identity
     np.testing.assert_allclose(model(inputs, training=False).logits, before, atol=1e-5)
-    batch = {"input_ids": tf.constant([[2, 10, 11, 3], [2, 12, 3, 0]]), "attention_mask": tf.constant([[1, 1, 1, 1], [1, 1, 1, 0]])}
+    batch = {"input_ids": tf.constant([[2, 10, 11, 3], [2, 12, 3, 0]]),
+             "attention_mask": tf.constant([[1, 1, 1, 1], [1, 1, 1, 0]])}
     assert model(batch, training=False).logits.shape == (2, 2)
     version = export_saved_model(model, load_tokenizer(tiny_model_dir), id2label={0: "a", 1: "b"},
                                  max_length=16, base_dir=tmp_path)

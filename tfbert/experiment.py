@@ -174,6 +174,7 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
         patience=settings.patience, class_weight=class_weight, n_train=n_train, steps_per_epoch=steps_per_epoch,
         n_train_tokens=int(sum(len(ids) for ids in encoded["train"]["input_ids"])), verbose=verbose,
     )
+    peak_rss_mib_training = runtime.peak_rss_mib()  # before evaluation and export add their own
 
     # 4. Evaluate the best epoch's weights on validation and test.
     evaluations = {}
@@ -235,6 +236,7 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
         "train_examples_per_second_after_first_step": round(fitted.steady_examples_per_second, 2),
         "train_tokens_per_second_after_first_step": round(fitted.steady_tokens_per_second, 1),
         "precision_policy": policy,
+        "peak_rss_mib_training": peak_rss_mib_training,
         "total_seconds": round(time.time() - started, 2),
     }
     if compact:

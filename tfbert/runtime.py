@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +162,13 @@ def quiet_libraries() -> None:
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
+
+
+def peak_rss_mib() -> float | None:
+    """The largest resident memory this process has had so far, in MiB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 2**20 if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KiB on Linux
