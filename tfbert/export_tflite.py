@@ -122,24 +122,18 @@ class TFLitePredictor:
 
     def predict_ids(self, input_ids: list[list[int]], token_type_ids: Optional[list[list[int]]] = None) -> np.ndarray:
         """Probabilities for tokenised examples; batches hold examples of similar length (little padding)."""
+        from scipy.special import softmax
+
         probabilities = np.zeros((len(input_ids), len(self.labels)), np.float32)
         order = np.argsort([len(ids) for ids in input_ids], kind="stable")
-        pad_id = self.tokenizer.pad_token_id or 0
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
-            length = max(len(input_ids[i]) for i in rows)
-            ids = np.full((len(rows), length), pad_id, np.int32)
-            mask = np.zeros((len(rows), length), np.int32)
-            types = np.zeros((len(rows), length), np.int32)
-            for r, i in enumerate(rows):
-                n = len(input_ids[i])
-                ids[r, :n], mask[r, :n] = input_ids[i], 1
-                if token_type_ids is not None:
-                    types[r, :n] = token_type_ids[i]
-            feeds = {"input_ids": ids, "attention_mask": mask}
+            features = {"input_ids": [input_ids[i] for i in rows]}
             if self.settings["uses_token_type_ids"]:
-                feeds["token_type_ids"] = types
+                features["token_type_ids"] = ([token_type_ids[i] for i in rows] if token_type_ids is not None
+                                              else [[0] * len(input_ids[i]) for i in rows])
+            feeds = {key: value.astype(np.int32) for key, value in
+                     self.tokenizer.pad(features, return_attention_mask=True, return_tensors="np").items()}
             logits = self.runner(**feeds)["logits"].astype(np.float64)
-            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probabilities[rows] = exp / exp.sum(axis=1, keepdims=True)
+            probabilities[rows] = softmax(logits, axis=1)
         return probabilities
