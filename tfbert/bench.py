@@ -27,10 +27,6 @@ import tfbert  # noqa: F401
 from tfbert.errors import TfbertError
 
 
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
 def _cpu_peak_gflops() -> float:
     """fp32 peak of this CPU from its clock and AVX-512 FMA width (2 FMA units x 16 lanes x 2 FLOPs)."""
     mhz = [float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz")]
@@ -38,7 +34,7 @@ def _cpu_peak_gflops() -> float:
 
 
 def _measure_compact(folder: Path, texts: list[str], labels: np.ndarray, label_names: list[str],
-                     saved_model: Path, saved_model_seconds: float, recorded: dict) -> dict:
+                     saved_model_seconds: float, recorded: dict) -> dict:
     """Speed (text in; length-sorted batches, and one text at a time), size and macro-F1 of compact/."""
     from tfbert.evaluation import evaluate_predictions
     from tfbert.export_tflite import TFLitePredictor
@@ -55,7 +51,7 @@ def _measure_compact(folder: Path, texts: list[str], labels: np.ndarray, label_n
     return {
         "compact_format": recorded["format"],
         "compact_mib": recorded["mib"],
-        "compact_size_ratio": round(recorded["mib"] * 2**20 / _dir_size(saved_model), 3),
+        "compact_size_ratio": recorded["size_vs_saved_model"],
         f"compact_samples_per_s_batch{batched}": round(speed[batched], 1),
         "compact_samples_per_s_batch1": round(speed[1], 1),
         "compact_speed_vs_saved_model": round(speed[batched] * saved_model_seconds / len(texts), 2),
@@ -79,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = json.loads((run / "metrics.json").read_text())
     resolved = json.loads((run / "config.json").read_text())["resolved"]
 
-    from tfbert import modeling, runtime
+    from tfbert import modeling, runs, runtime
     from tfbert.data.corpus import load_corpus
     from tfbert.evaluation import evaluate_predictions
     from tfbert.export import SavedModelPredictor
@@ -129,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
                                                                 corpus.label_names).metrics["macro_f1"], 4),
         "single_text_latency_ms_p50": round(1000 * statistics.median(latencies), 2),
         "single_text_latency_ms_p99": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2),
-        "saved_model_mib": round(_dir_size(predictor.path) / 2**20, 1),
+        "saved_model_mib": round(runs.folder_bytes(predictor.path) / 2**20, 1),
     }
     if "error" in metrics["compact"]:  # the benchmark reports what failed instead of hiding it
         report["compact_error"] = metrics["compact"]["error"]
     else:
         report.update(_measure_compact(run / "compact", test_texts, test_labels, corpus.label_names,
-                                       predictor.path, predict_seconds, metrics["compact"]))
+                                       predict_seconds, metrics["compact"]))
     report["peak_rss_mib_total"] = runtime.peak_rss_mib()
     print(json.dumps(report))
     return 0

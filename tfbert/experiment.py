@@ -273,7 +273,6 @@ def _export_compact(run: runs.Run, tokenizer, corpus, test_split, test_labels: n
     probabilities = TFLitePredictor(folder).predict_ids(test_split["input_ids"], token_types)
     macro_f1 = evaluate_predictions(probabilities, test_labels, corpus.label_names).metrics["macro_f1"]
     size = (folder / MODEL_FILE).stat().st_size
-    saved_model_size = sum(p.stat().st_size for p in saved_model.rglob("*") if p.is_file())
     return {"format": "tflite dynamic-range int8", "path": str(folder.relative_to(run.path) / MODEL_FILE),
-            "mib": round(size / 2**20, 2), "size_vs_saved_model": round(size / saved_model_size, 3),
+            "mib": round(size / 2**20, 2), "size_vs_saved_model": round(size / runs.folder_bytes(saved_model), 3),
             "test_macro_f1": macro_f1, "test_macro_f1_change": round(macro_f1 - test_macro_f1, 4)}

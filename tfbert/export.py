@@ -604,7 +604,6 @@ class SavedModelPredictor:
         self.loaded = tf.saved_model.load(str(self.path))
         self.labels = list(self.metadata.get("labels") or [])
         self.tokenizer = None
-        self._length_tokenizer = None  # loaded on first use by _lengths
         if "serving_default" not in self.loaded.signatures or not self.metadata.get("in_graph_tokenization", True):
             if not (extra / "tokenizer").is_dir():
                 raise TfbertError(f"--model {self.path}: the export has no text signature and no tokenizer in "
@@ -633,20 +632,23 @@ class SavedModelPredictor:
             out = self.loaded.signatures["predict_ids"](**feeds)
         return out["probabilities"].numpy()
 
+    @functools.cached_property
+    def _length_tokenizer(self):
+        """The shipped tokenizer when it is a fast one (cheap to run over every text), else None."""
+        if self.tokenizer is None and not (self.path / EXTRA / "tokenizer").is_dir():
+            return None
+        from tfbert.tokenizers import load_tokenizer
+
+        tokenizer = self.tokenizer or load_tokenizer(str(self.path / EXTRA / "tokenizer"))
+        return tokenizer if tokenizer.is_fast else None
+
     def _lengths(self, texts: list[str], pairs: Optional[list[str]]) -> list[int]:
         """Tokens per example from the shipped tokenizer when it is a fast one, else characters.
 
         Counting tokens costs ~1 % of predicting; on AG News batches of 32 sorted by characters were
         padded to 69 tokens on average, sorted by tokens to 54 (the texts have 53).
         """
-        if self._length_tokenizer is None:
-            self._length_tokenizer = False
-            if (self.path / EXTRA / "tokenizer").is_dir():
-                from tfbert.tokenizers import load_tokenizer
-
-                tokenizer = self.tokenizer or load_tokenizer(str(self.path / EXTRA / "tokenizer"))
-                self._length_tokenizer = tokenizer if tokenizer.is_fast else False
-        if self._length_tokenizer:
+        if self._length_tokenizer is not None:
             ids = self._length_tokenizer(texts, pairs, add_special_tokens=False, return_attention_mask=False,
                                          return_token_type_ids=False, verbose=False)["input_ids"]
             return [len(row) for row in ids]

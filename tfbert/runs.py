@@ -46,6 +46,11 @@ class Run:
         return self.path / "compact"
 
 
+def folder_bytes(path: Path) -> int:
+    """Bytes of all files under ``path``."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
 def safe_name(name: str) -> str:
     """A path component from a dataset or model name: its last part, with odd characters replaced."""
     last = Path(name.rstrip("/")).name or name
