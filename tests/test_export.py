@@ -148,13 +148,16 @@ def test_the_bundled_model_exports_with_its_layer_norm_epsilon(tmp_path):
     np.testing.assert_allclose(predictor.predict(texts), expected, atol=1e-6)  # 1.2e-4 off with the fused op
 
 
-def test_models_too_large_for_one_graph_keep_their_weights_as_variables(classifier, tmp_path, monkeypatch):
+@pytest.mark.parametrize("too_large", [False, True])
+def test_weights_as_variables_when_asked_or_too_large_for_one_graph(classifier, tmp_path, monkeypatch, too_large):
     from tfbert import export
 
     model, tokenizer = classifier
     constants = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path / "a")
-    monkeypatch.setattr(export, "MAX_WEIGHTS_IN_GRAPH", 0)
-    variables = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path / "b")
+    if too_large:
+        monkeypatch.setattr(export, "MAX_WEIGHTS_IN_GRAPH", 0)
+    variables = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path / "b",
+                                   weights_in_graph=too_large)
     weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
 
     def variables_size(version):

@@ -12,6 +12,7 @@ from tfbert import modeling
 from tfbert.data.pipeline import encode_batch
 from tfbert.errors import TfbertError
 from tfbert.evaluation import predict_probabilities
+from tfbert.export import SavedModelPredictor
 from tfbert.export_tflite import MODEL_FILE, TFLitePredictor, export_tflite
 
 LABELS = ["neg", "neu", "pos"]
@@ -62,9 +63,10 @@ def test_train_with_export_tflite_records_the_f1_and_infer_uses_it(tiny_model_di
     write_jsonl(tmp_path / "reviews.jsonl", rows)
     completed = run_cli("train.py", "--train_file", "reviews.jsonl", "--model_name", str(tiny_model_dir),
                         "--epochs", "2", "--max_length", "32", "--precision", "float32", "--export_tflite",
-                        "--quiet", cwd=tmp_path)
+                        "--export_weights", "variables", "--quiet", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     run = next((tmp_path / "output" / "reviews").glob("*/*"))
+    assert SavedModelPredictor(run / "saved_model").metadata["weights"] == "variables"
     compact = json.loads((run / "metrics.json").read_text())["compact"]
     assert compact["path"] == f"compact/{MODEL_FILE}" and (run / compact["path"]).is_file()
     assert compact["mib"] == pytest.approx((run / compact["path"]).stat().st_size / 2**20, abs=0.01)

@@ -161,3 +161,11 @@ def test_b64_strings_and_token_ids(server):
         {"signature_name": "predict_ids", "inputs": dict(encoded)}).encode())
     assert status == 200
     np.testing.assert_allclose(body["outputs"]["probabilities"], expected, atol=1e-5)
+
+
+def test_every_signature_runs_once_before_the_server_answers(server):
+    from tfbert.serving import LoadedModel
+
+    loaded = LoadedModel(server["base"])
+    assert sorted(loaded.warmed_up) == sorted(loaded.signatures) == ["predict_ids", "predict_text_pair",
+                                                                      "serving_default"]
