@@ -214,7 +214,8 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
     fused_ops.fuse(serving_model, for_serving=True)
     saved_model = export_saved_model(
         serving_model, tokenizer, id2label=dict(enumerate(corpus.label_names)), max_length=data.max_length,
-        base_dir=run.saved_model_base, truncation=data.truncation, weights_in_graph=settings.export_weights == "constants",
+        base_dir=run.saved_model_base, truncation=data.truncation,
+        weights_in_graph=settings.export_weights == "constants",
     )
     compact = None
     if settings.export_tflite:

@@ -1,7 +1,8 @@
 """SavedModel export in TF Serving's layout: raw text in, probabilities and labels out.
 
     <base>/<version>/saved_model.pb (the graph, the model's weights in it as constants: see model_forward),
-                     variables/ (the weights instead, for models over 1 GiB), assets/ (vocabulary),
+                     variables/ (the weights instead: weights_in_graph=False, or models over 1 GiB),
+                     assets/ (vocabulary),
                      assets.extra/tfbert/metadata.json, assets.extra/tfbert/tokenizer/
 
 Signatures (``metadata.json`` lists the ones an export has, with the reason when text ones are missing):
@@ -454,10 +455,10 @@ def _remapper_safe_layer_norm_class():
         leaves it alone.
 
         The remapper fuses Keras' formulations (moments + batch normalisation once gamma and beta are graph
-        constants; FusedBatchNormV3, used for epsilons of 1e-5 and more, always) into ``_MklLayerNorm``
-        without passing the layer's epsilon on, so the op's default (1e-3) replaces BERT's 1e-12:
-        probabilities moved by up to 0.13 on AG News. Its patterns need Square (not SquaredDifference),
-        ``x * scale + (beta - mean * scale)`` or FusedBatchNormV3.
+        constants, as seen on MiniLM; by its source also the FusedBatchNormV3 form Keras uses for epsilons
+        of 1e-5 and more) into ``_MklLayerNorm`` without passing the layer's epsilon on, so the op's
+        default (1e-3) replaces BERT's 1e-12: probabilities moved by up to 0.13 on AG News. Its patterns
+        need Square (not SquaredDifference), ``x * scale + (beta - mean * scale)`` or FusedBatchNormV3.
         """
 
         def call(self, inputs):
@@ -515,9 +516,10 @@ def model_forward(model, uses_token_types: bool, weights_in_graph: bool = True):
         # float32 even when the model computes in (b)float16 under a mixed precision policy.
         return tf.cast(model(inputs, training=False).logits, tf.float32)
 
-    with _remapper_safe_layer_norms(model):  # also with variables: Keras' FusedBatchNormV3 form fuses anyway
+    with _remapper_safe_layer_norms(model):  # also with variables: the FusedBatchNormV3 pattern needs no constants
         traced = forward.get_concrete_function()
-    if not weights_in_graph or sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights) > MAX_WEIGHTS_IN_GRAPH:
+    weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
+    if not weights_in_graph or weight_bytes > MAX_WEIGHTS_IN_GRAPH:
         return traced, False
     return convert_variables_to_constants_v2(traced), True
 
