@@ -50,6 +50,9 @@ def test_compact_export_has_int8_weights_and_predicts_like_the_model(wide_model,
     np.testing.assert_allclose(one_by_one, expected, atol=0.03)  # int8 weights: close, not equal
     assert (one_by_one.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.8
     np.testing.assert_allclose(batched, one_by_one, atol=5e-3)  # padding is masked out
+    one_interpreter = TFLitePredictor(folder, batch_size=4, interpreters=1)
+    assert one_interpreter.interpreters == 1
+    np.testing.assert_allclose(one_interpreter.predict(TEXTS), batched, atol=1e-6)  # batches run in parallel, same answers
 
     with pytest.raises(TfbertError, match="never overwritten"):
         export_tflite(model, tokenizer, labels=LABELS, max_length=16, truncation="head", folder=folder)

@@ -16,6 +16,10 @@ def test_head_truncation_matches_the_tokenizer(tokenizer):
     encoded = encode_batch(tokenizer, texts, None, max_length=16, truncation="head")
     assert encoded["input_ids"] == tokenizer(texts, truncation=True, max_length=16)["input_ids"]
     assert encoded["n_tokens"] == [42, 4, 2]
+    for mode in ("head", "tail"):  # predictors skip the count; the ids stay the same
+        uncounted = encode_batch(tokenizer, texts, None, max_length=16, truncation=mode, count_tokens=False)
+        counted = encode_batch(tokenizer, texts, None, max_length=16, truncation=mode)
+        assert "n_tokens" not in uncounted and uncounted == {k: v for k, v in counted.items() if k != "n_tokens"}
 
 
 def test_tail_and_head_tail_keep_the_right_ends(tokenizer):

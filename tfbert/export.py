@@ -710,7 +710,7 @@ class SavedModelPredictor:
             from tfbert.data.pipeline import encode_batch
 
             encoded = encode_batch(self.tokenizer, batch, pairs, self.metadata["max_length"],
-                                   self.metadata.get("truncation", "head"))
+                                   self.metadata.get("truncation", "head"), count_tokens=False)
             padded = self.tokenizer.pad({k: encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids")
                                          if k in encoded}, return_tensors="np")
             feeds = {k: tf.constant(padded[k], tf.int64) for k in padded}

@@ -44,7 +44,7 @@ class KerasPredictor:
         if not texts:
             return np.zeros((0, len(self.labels)), np.float32)
         encoded = encode_batch(self.tokenizer, list(texts), list(text_pairs) if text_pairs else None,
-                               self.max_length, self.truncation)
+                               self.max_length, self.truncation, count_tokens=False)
         return predict_probabilities(self.model, datasets.Dataset.from_dict(encoded), self.tokenizer, self.batch_size)
 
 

@@ -31,15 +31,19 @@ def _truncate(ids: list[int], budget: int, mode: str) -> list[int]:
     return ids[:budget]
 
 
-def encode_batch(tokenizer, texts: list[str], pairs: Optional[list[str]], max_length: int, truncation: str) -> dict:
+def encode_batch(tokenizer, texts: list[str], pairs: Optional[list[str]], max_length: int, truncation: str,
+                 count_tokens: bool = True) -> dict:
     """Token ids for a batch of texts, truncated to ``max_length`` with [CLS]/[SEP] kept.
 
-    Also returns ``n_tokens``: each example's length before truncation, for the length report.
+    With ``count_tokens`` also returns ``n_tokens``: each example's length before truncation, for the
+    length report. Predictors leave it out: with head truncation the texts are then tokenised once, not twice.
     """
+    if truncation == "head" and not count_tokens:
+        encoded = dict(tokenizer(texts, pairs, truncation=True, max_length=max_length))
+        return {key: value for key, value in encoded.items() if key in tokenizer.model_input_names}
     plain_a = tokenizer(texts, add_special_tokens=False)["input_ids"]
     plain_b = tokenizer(pairs, add_special_tokens=False)["input_ids"] if pairs is not None else None
     specials = tokenizer.num_special_tokens_to_add(pair=pairs is not None)
-    n_tokens = [len(a) + specials + (len(plain_b[i]) if plain_b else 0) for i, a in enumerate(plain_a)]
     if truncation == "head":
         encoded = dict(tokenizer(texts, pairs, truncation=True, max_length=max_length))
     else:
@@ -58,7 +62,8 @@ def encode_batch(tokenizer, texts: list[str], pairs: Optional[list[str]], max_le
             encoded["token_type_ids"].append(tokenizer.create_token_type_ids_from_sequences(a, b))
             encoded["attention_mask"].append([1] * len(ids))
     encoded = {key: value for key, value in encoded.items() if key in tokenizer.model_input_names}
-    encoded["n_tokens"] = n_tokens
+    if count_tokens:
+        encoded["n_tokens"] = [len(a) + specials + (len(plain_b[i]) if plain_b else 0) for i, a in enumerate(plain_a)]
     return encoded
 
 
