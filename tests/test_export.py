@@ -191,6 +191,33 @@ def test_saved_model_cli_lists_exactly_the_documented_signatures(classifier, tmp
         assert f"outputs['{output}']" in default
 
 
+def warmup_requests(version: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The PredictRequests of the export's TF Serving warm-up file: signature name -> inputs, as TF Serving reads them."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    requests = {}
+    for record in tf.data.TFRecordDataset(str(version / "assets.extra" / "tf_serving_warmup_requests")):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        requests[request.model_spec.signature_name] = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+    return requests
+
+
+def test_tf_serving_warmup_requests_call_every_signature(classifier, tmp_path):
+    import tensorflow as tf
+
+    model, tokenizer = classifier
+    version = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path)
+    requests = warmup_requests(version)
+    loaded = tf.saved_model.load(str(version))
+    assert set(requests) == set(loaded.signatures) == {"serving_default", "predict_ids", "predict_text_pair"}
+    for name, inputs in requests.items():  # each request is a valid call of its signature, one row
+        out = loaded.signatures[name](**{key: tf.constant(value) for key, value in inputs.items()})
+        assert out["probabilities"].shape == (1, len(LABELS)), name
+    assert requests["serving_default"]["text"].tolist() == [b"warm up"]
+    assert requests["predict_ids"]["input_ids"].dtype == np.int64
+
+
 def test_mecab_tokenizer_exports_predict_ids_only(tmp_path):
     pytest.importorskip("fugashi")
     from transformers import BertConfig, BertJapaneseTokenizer, TFBertForSequenceClassification
@@ -209,6 +236,7 @@ def test_mecab_tokenizer_exports_predict_ids_only(tmp_path):
     assert predictor.metadata["in_graph_tokenization"] is False
     assert "predict_ids" in predictor.metadata["tokenization_note"]
     assert set(predictor.loaded.signatures) == {"predict_ids"} == set(predictor.metadata["signatures"])
+    assert set(warmup_requests(version)) == {"predict_ids"}
     texts = ["この商品は最高です", "この商品は最悪です。"]
     encoded = tokenizer(texts, padding=True, return_tensors="tf")
     expected = __import__("tensorflow").nn.softmax(model(encoded).logits).numpy()

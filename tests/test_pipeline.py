@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from tfbert.data.pipeline import bucket_boundaries, encode_batch, tokenize, training_dataset
+from tfbert.data.pipeline import bucket_boundaries, encode_batch, inference_dataset, tokenize, training_dataset
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,17 @@ def test_training_batches_are_shuffled_bucketed_and_complete(tokenizer):
         assert sorted(seen) == list(range(100))
         epochs.append(seen)
     assert epochs[0] != epochs[1]  # reshuffled each epoch
+
+
+def test_pipelines_have_tf_data_autotuning_off(tokenizer):
+    """tf.data's autotuning thread made deleting an iterator wait up to a minute (after fit and predict)."""
+    data = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["good item"] * 40, "label": [0] * 40})})
+    encoded = tokenize(data, tokenizer, max_length=16)["train"]
+    training = training_dataset(encoded, tokenizer, batch_size=8, seed=1, repeat=True)
+    inference = inference_dataset(encoded, tokenizer, batch_size=8)
+    assert training.options().autotune.enabled is False and inference.options().autotune.enabled is False
+    features, labels = next(iter(training))
+    assert features["input_ids"].shape[0] == 8 == next(iter(inference))["input_ids"].shape[0]
 
 
 def test_lengths_that_mostly_agree_still_vary(tokenizer):

@@ -55,6 +55,8 @@ OUTPUTS = {
     "label_names": "string [batch, classes]: the label of each probability column (same in every row)",
 }
 ID_INPUTS = {key: "int64 [batch, length]" for key in ("input_ids", "attention_mask", "token_type_ids")}
+# TF Serving runs these requests once when it loads a version, before it serves it (its "SavedModel warmup").
+WARMUP_REQUESTS = Path("assets.extra") / "tf_serving_warmup_requests"
 TRUNCATIONS = ("head", "tail", "head_tail")
 
 # CJK ideographs stand alone in BERT (tokenizers' is_chinese_char); every other character class below is
@@ -524,6 +526,33 @@ def model_forward(model, uses_token_types: bool, weights_in_graph: bool = True):
     return convert_variables_to_constants_v2(traced), True
 
 
+def warmup_inputs(input_specs: dict) -> dict[str, np.ndarray]:
+    """A one-row input for each of a signature's inputs (name -> TensorSpec): the text "warm up", or id 0,
+    which every vocabulary has (and token type 0, which every model has)."""
+    return {key: np.full([1] * spec.shape.rank, b"warm up", dtype=object) if spec.dtype.name == "string"
+            else np.zeros([1] * spec.shape.rank, spec.dtype.as_numpy_dtype) for key, spec in input_specs.items()}
+
+
+def _write_warmup_requests(path: Path, signatures: dict) -> None:
+    """TF Serving's warm-up file: one PredictRequest per signature, so that the graph optimisation of each
+    signature's first call (~6 s for MiniLM with graph-constant weights) happens at load, not on a client's
+    first request."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for name, function in signatures.items():
+            request = predict_pb2.PredictRequest()
+            request.model_spec.signature_name = name
+            # Traced here with positional arguments; their specs carry the names the signature's inputs get.
+            specs = {spec.name: spec for spec in tf.nest.flatten(function.structured_input_signature)}
+            for key, value in warmup_inputs(specs).items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
 def _classifier_class():
     import tensorflow as tf
 
@@ -635,6 +664,7 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         }
         tf.saved_model.save(module, str(staging), signatures=signatures)
         shutil.rmtree(staging / ".vocab", ignore_errors=True)  # copied into assets/ by the save
+        _write_warmup_requests(staging / WARMUP_REQUESTS, signatures)
         (staging / EXTRA / METADATA).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
         target = base / str(version)
         os.rename(staging, target)  # fails rather than replace if another export took this number meanwhile

@@ -68,15 +68,15 @@ class LoadedModel:
 
         TensorFlow optimises a function's graph on its first call; with the weights as graph constants
         that took ~6 s for MiniLM, which would otherwise land on the first request (TF Serving does the
-        same with an export's warm-up requests).
+        same with the warm-up requests of an export, made from the same inputs).
         """
         import tensorflow as tf
 
+        from tfbert.export import warmup_inputs
+
         done = []
         for name in self.signatures:
-            feeds = {key: tf.fill([1] * spec.shape.rank, "warm up") if spec.dtype == tf.string
-                     else tf.zeros([1] * spec.shape.rank, spec.dtype)  # id 0 and token type 0 exist in every model
-                     for key, spec in self.inputs(name).items()}
+            feeds = {key: tf.constant(value) for key, value in warmup_inputs(self.inputs(name)).items()}
             try:
                 self.signatures[name](**feeds)
             except tf.errors.OpError as error:  # the first real request will report what is wrong

@@ -168,6 +168,23 @@ def bucket_boundaries(max_length: int) -> list[int]:
 PAD_MULTIPLE = 1
 
 
+PREFETCH_BATCHES = 2
+
+
+def _prefetched(batches):
+    """``batches`` with a fixed prefetch depth and tf.data's autotuning off.
+
+    Autotuning runs a model thread per iterator, and deleting the iterator waits for that thread (py-spy
+    --native: the main thread idle in ~RootDataset::Iterator -> ~LogicalThreadWrapper for 20-60 s after
+    fit's last epoch, and again after predict). These pipelines have no parallel stage to tune.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return batches.prefetch(PREFETCH_BATCHES).with_options(options)
+
+
 def _pad_to_multiple(features: dict, pad_values: dict, multiple: int) -> dict:
     import tensorflow as tf
 
@@ -183,7 +200,8 @@ def training_dataset(encoded: datasets.Dataset, tokenizer, batch_size: int, seed
 
     With ``repeat`` the stream is endless (reshuffled every pass) and ``fit`` takes steps_per_epoch:
     Keras then keeps one iterator, where re-creating it between epochs stalled AG News training for
-    about a minute (an idle wait in Model.fit's epoch loop, seen with py-spy).
+    about a minute (an idle wait in Model.fit's epoch loop, seen with py-spy; likely the iterator deletion
+    that :func:`_prefetched` explains).
     """
     import tensorflow as tf
 
@@ -206,7 +224,7 @@ def training_dataset(encoded: datasets.Dataset, tokenizer, batch_size: int, seed
     )
     if pad_multiple > 1:
         batches = batches.map(lambda features, label: (_pad_to_multiple(features, pad_values, pad_multiple), label))
-    return batches.prefetch(tf.data.AUTOTUNE)
+    return _prefetched(batches)
 
 
 def prediction_order(encoded: datasets.Dataset) -> np.ndarray:
@@ -227,4 +245,4 @@ def inference_dataset(encoded: datasets.Dataset, tokenizer, batch_size: int, ord
         batch_size, padding_values=pad_values)
     if pad_multiple > 1:
         batches = batches.map(lambda features: _pad_to_multiple(features, pad_values, pad_multiple))
-    return batches.prefetch(tf.data.AUTOTUNE)
+    return _prefetched(batches)

@@ -1,0 +1,45 @@
+"""The benchmark command end to end on a tiny model: one JSON object whose figures agree with the run it made."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_rows, write_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_prints_one_json_object_consistent_with_its_run(tiny_model_dir, tmp_path):
+    rows = make_rows(160)
+    write_jsonl(tmp_path / "train.jsonl", rows[:120])
+    write_jsonl(tmp_path / "test.jsonl", rows[120:])
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    completed = subprocess.run(
+        [sys.executable, "-m", "tfbert.bench", "--train_file", "train.jsonl", "--test_file", "test.jsonl",
+         "--model_name", str(tiny_model_dir), "--epochs", "2", "--lr", "3e-3", "--batch_size", "16",
+         "--max_length", "32", "--precision", "float32"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    run = Path(report["run_dir"])
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+        splits = json.loads((run / "splits.json").read_text())["rows"]
+        assert report["n_test"] == 40 == len(splits["test"]) and report["n_train"] == len(splits["train"])
+        assert report["test_macro_f1"] == pytest.approx(metrics["test"]["macro_f1"], abs=1e-4)
+        # The float32 SavedModel and the compact file answer the same test texts about as the model did.
+        assert report["saved_model_test_macro_f1"] == pytest.approx(report["test_macro_f1"], abs=1e-4)
+        assert report["compact_test_macro_f1"] == pytest.approx(metrics["compact"]["test_macro_f1"], abs=1e-4)
+        rate = report["compact_samples_per_s_batch4"]
+        assert report["compact_speed_vs_saved_model"] == pytest.approx(
+            rate / report["saved_model_predict_samples_per_s_batch32"], abs=0.006)
+        assert 0 < report["single_text_latency_ms_p50"] <= report["single_text_latency_ms_p99"]
+        assert report["compact_single_text_latency_ms_p50"] > 0
+        assert report["train_samples_per_s_after_first_step"] > 0 and report["peak_rss_mib_training"] > 0
+        assert report["compact_mib"] < report["saved_model_mib"]
+    finally:
+        shutil.rmtree(run.parents[3], ignore_errors=True)  # the bench's own temporary folder
