@@ -566,6 +566,7 @@ def _classifier_class():
             self.labels = tf.constant(labels)
 
         def classify(self, input_ids, attention_mask, token_type_ids):
+            # The frozen forward pass returns a list of one tensor, the one with variables the tensor itself.
             logits = tf.nest.flatten(self.forward(input_ids, attention_mask, token_type_ids))[0]
             probabilities = tf.nn.softmax(logits, axis=-1)
             label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)

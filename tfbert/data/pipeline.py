@@ -38,11 +38,10 @@ def encode_batch(tokenizer, texts: list[str], pairs: Optional[list[str]], max_le
     With ``count_tokens`` also returns ``n_tokens``: each example's length before truncation, for the
     length report. Predictors leave it out: with head truncation the texts are then tokenised once, not twice.
     """
-    if truncation == "head" and not count_tokens:
-        encoded = dict(tokenizer(texts, pairs, truncation=True, max_length=max_length))
-        return {key: value for key, value in encoded.items() if key in tokenizer.model_input_names}
-    plain_a = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    plain_b = tokenizer(pairs, add_special_tokens=False)["input_ids"] if pairs is not None else None
+    plain_a = plain_b = None  # untruncated ids: to count tokens, and for the truncations the tokenizer lacks
+    if count_tokens or truncation != "head":
+        plain_a = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        plain_b = tokenizer(pairs, add_special_tokens=False)["input_ids"] if pairs is not None else None
     specials = tokenizer.num_special_tokens_to_add(pair=pairs is not None)
     if truncation == "head":
         encoded = dict(tokenizer(texts, pairs, truncation=True, max_length=max_length))
