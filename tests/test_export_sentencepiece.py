@@ -163,7 +163,7 @@ def write_checkpoint(kind: str, sp_models: dict, folder: Path) -> Path:
     tokenizer = slow_tokenizer(kind, sp_models)
     sizes = dict(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                  intermediate_size=32, initializer_range=0.2)
-    tf.random.set_seed(0)
+    tf.keras.utils.set_random_seed(0)
     if kind == "xlmr":
         model = TFXLMRobertaModel(XLMRobertaConfig(max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id,
                                                    bos_token_id=0, eos_token_id=2, **sizes))

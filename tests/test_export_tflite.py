@@ -27,7 +27,7 @@ def wide_model(tmp_path_factory):
     import tensorflow as tf
 
     folder = write_tiny_model(tmp_path_factory.mktemp("wide_bert"), hidden_size=64)
-    tf.random.set_seed(0)
+    tf.keras.utils.set_random_seed(0)  # the head's initializer too
     return modeling.load_for_training(folder, LABELS), modeling.load_tokenizer(folder)
 
 

@@ -16,6 +16,21 @@ def test_head_is_sized_from_the_labels(tiny_model_dir):
     assert model(model.dummy_inputs).logits.shape[-1] == 3
 
 
+def test_the_seed_fixes_the_new_head_whatever_ran_before(tiny_model_dir):
+    import random
+
+    from tfbert import runtime
+
+    def head_after(seed: int, draws_in_between: int):
+        runtime.set_seed(seed)
+        for _ in range(draws_in_between):  # other code using Python's random after the seed was set
+            random.random()
+        return modeling.load_for_training(tiny_model_dir, ["a", "b"]).classifier.get_weights()[0]
+
+    np.testing.assert_array_equal(head_after(7, 1), head_after(7, 1000))
+    assert not np.array_equal(head_after(7, 1), head_after(8, 1))
+
+
 def test_frozen_encoder_with_mlp_head_survives_save_and_load(tiny_model_dir, tmp_path):
     model = modeling.load_for_training(tiny_model_dir, ["a", "b"], freeze_encoder=True, head_hidden_size=8)
     head = {id(v) for v in model.classifier.weights}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import sys
 
 logger = logging.getLogger(__name__)
@@ -103,13 +102,14 @@ def set_precision(policy_name: str) -> None:
 
 
 def set_seed(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and TensorFlow; with ``deterministic``, also make TensorFlow's ops deterministic."""
-    import numpy as np
+    """Seed Python, NumPy, TensorFlow and Keras; with ``deterministic``, also make TensorFlow's ops deterministic.
+
+    Keras draws the seeds of unseeded initializers (every transformers head) from its own generator,
+    which only ``tf.keras.utils.set_random_seed`` sets; ``tf.random.set_seed`` alone leaves them random.
+    """
     import tensorflow as tf
 
-    random.seed(seed)
-    np.random.seed(seed)
-    tf.random.set_seed(seed)
+    tf.keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 
