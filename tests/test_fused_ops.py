@@ -44,9 +44,9 @@ def test_fuse_replaces_exact_gelu_and_dropout_and_keeps_the_outputs(tiny_model_d
     before = model(inputs, training=False).logits.numpy()
     counts = fuse(model)
     # 2 layers: one intermediate GELU each; dropout: embeddings + 3 per layer + classifier = 8
-    assert counts == {"gelu": 2, "dropout": 8, "dense": 0}
+    assert counts == {"gelu": 2, "dropout": 8, "dense": 0, "first_token_layer": 0}
     np.testing.assert_allclose(model(inputs, training=False).logits, before, atol=1e-5)
-    assert fuse(model) == {"gelu": 0, "dropout": 0, "dense": 0}  # idempotent
+    assert fuse(model) == {"gelu": 0, "dropout": 0, "dense": 0, "first_token_layer": 0}  # idempotent
     a, b = (model(inputs, training=True).logits.numpy() for _ in range(2))
     assert not np.allclose(a, b)  # dropout is active in training
 
@@ -62,15 +62,20 @@ def test_serving_rewrite_keeps_the_outputs_and_the_export_has_no_xla(tiny_model_
     model = load_for_training(tiny_model_dir, ["a", "b"])
     inputs = {"input_ids": tf.constant([[2, 10, 11, 12, 3]]), "attention_mask": tf.ones([1, 5], tf.int32)}
     before = model(inputs, training=False).logits.numpy()
-    # Dense: 6 per layer (query, key, value, attention output, intermediate, output), pooler, classifier.
-    assert fuse(model, for_serving=True) == {"gelu": 2, "dropout": 0, "dense": 14}
-    assert fuse(model, for_serving=True) == {"gelu": 0, "dropout": 0, "dense": 0}  # idempotent
-    intermediate = model.bert.encoder.layer[0].intermediate
-    assert intermediate.dense.activation is gelu_in_dense and intermediate.intermediate_act_fn is tf.identity
-    np.testing.assert_allclose(model(inputs, training=False).logits, before, atol=1e-5)
     batch = {"input_ids": tf.constant([[2, 10, 11, 3], [2, 12, 3, 0]]),
              "attention_mask": tf.constant([[1, 1, 1, 1], [1, 1, 1, 0]])}
-    assert model(batch, training=False).logits.shape == (2, 2)
+    batch_before = model(batch, training=False).logits.numpy()
+    # Dense: 6 per layer (query, key, value, attention output, intermediate, output), pooler, classifier.
+    assert fuse(model, for_serving=True) == {"gelu": 2, "dropout": 0, "dense": 14, "first_token_layer": 1}
+    assert fuse(model, for_serving=True) == {"gelu": 0, "dropout": 0, "dense": 0, "first_token_layer": 0}  # idempotent
+    intermediate = model.bert.encoder.layer[0].intermediate
+    assert intermediate.dense.activation is gelu_in_dense and intermediate.intermediate_act_fn is tf.identity
+    assert model.bert.encoder.layer[-1].computes_first_token_only
+    assert not getattr(model.bert.encoder.layer[0], "computes_first_token_only", False)
+    np.testing.assert_allclose(model(inputs, training=False).logits, before, atol=1e-5)
+    np.testing.assert_allclose(model(batch, training=False).logits, batch_before, atol=1e-5)  # padding masked
+    hidden = model.bert(batch, training=False).last_hidden_state
+    assert hidden.shape[:2] == (2, 1)  # the last layer's output: the first token's row only
     version = export_saved_model(model, load_tokenizer(tiny_model_dir), id2label={0: "a", 1: "b"},
                                  max_length=16, base_dir=tmp_path)
     saved = saved_model_pb2.SavedModel()
@@ -82,3 +87,25 @@ def test_serving_rewrite_keeps_the_outputs_and_the_export_has_no_xla(tiny_model_
     assert not any(f.attr["_XlaMustCompile"].b for f in functions)
     ops = {node.op for f in functions for node in f.node_def} | {node.op for node in graph.node}
     assert "Erfc" in ops and not any(op.startswith("Xla") for op in ops)  # tf.nn.gelu, exact
+
+
+def test_last_layer_stays_whole_when_the_head_reads_every_token(tiny_model_dir):
+    import tensorflow as tf
+
+    from tfbert.fused_ops import last_layer_for_first_token
+    from tfbert.modeling import load_for_training
+
+    model = load_for_training(tiny_model_dir, ["a", "b"])
+    pooler = model.bert.pooler
+
+    class MeanPooler(type(pooler)):  # a head that averages the tokens instead of reading the first
+        def call(self, hidden_states):
+            return self.dense(tf.reduce_mean(hidden_states, axis=1))
+
+    pooler.__class__ = MeanPooler
+    batch = {"input_ids": tf.constant([[2, 10, 11, 3], [2, 12, 3, 0]]),
+             "attention_mask": tf.constant([[1, 1, 1, 1], [1, 1, 1, 0]])}
+    before = model(batch, training=False).logits.numpy()
+    assert last_layer_for_first_token(model) is False
+    assert not getattr(model.bert.encoder.layer[-1], "computes_first_token_only", False)
+    np.testing.assert_allclose(model(batch, training=False).logits, before, atol=1e-6)
