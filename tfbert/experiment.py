@@ -211,7 +211,7 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
     # rewritten for TensorFlow's graph optimiser rather than XLA, which stock TF Serving does not run.
     runtime.set_precision(export_policy)
     serving_model = modeling.load_classifier(run.model_dir)
-    fused_ops.fuse(serving_model, for_serving=True)
+    logger.info("serving rewrites: %s", fused_ops.fuse(serving_model, for_serving=True))
     saved_model = export_saved_model(
         serving_model, tokenizer, id2label=dict(enumerate(corpus.label_names)), max_length=data.max_length,
         base_dir=run.saved_model_base, truncation=data.truncation,
