@@ -44,6 +44,26 @@ def test_frozen_encoder_with_mlp_head_survives_save_and_load(tiny_model_dir, tmp
     np.testing.assert_allclose(model(inputs).logits.numpy(), reloaded(inputs).logits.numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["roberta", "electra"])
+def test_mlp_head_reads_the_first_token_where_the_head_gets_every_token(family):
+    import tensorflow as tf
+    from transformers import ElectraConfig, RobertaConfig, TFAutoModelForSequenceClassification
+
+    sizes = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                 max_position_embeddings=40, num_labels=3)
+    config = RobertaConfig(pad_token_id=1, **sizes) if family == "roberta" else ElectraConfig(embedding_size=8, **sizes)
+    model = TFAutoModelForSequenceClassification.from_config(config)
+    model(model.dummy_inputs, training=False)
+    modeling.set_mlp_head(model, 8)
+    batch = {"input_ids": tf.constant([[3, 10, 11, 4], [3, 12, 4, 1]]),
+             "attention_mask": tf.constant([[1, 1, 1, 1], [1, 1, 1, 0]])}
+    logits = model(batch, training=False).logits
+    assert logits.shape == (2, 3)  # one row per text, not per token
+    first = getattr(model, model.base_model_prefix)(batch, training=False).last_hidden_state[:, 0]
+    hidden, output = model.classifier.get_layer("hidden"), model.classifier.get_layer("output")
+    np.testing.assert_allclose(logits, output(hidden(first)), atol=1e-5)
+
+
 def test_folder_without_config_is_rejected(tmp_path):
     with pytest.raises(TfbertError, match="no config.json"):
         modeling.resolve_checkpoint(str(tmp_path))

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -147,8 +148,25 @@ def freeze(model, head_hidden_size: int = 0) -> None:
         set_mlp_head(model, head_hidden_size)
 
 
+@functools.lru_cache(maxsize=None)
+def _first_token_class():
+    import tensorflow as tf
+
+    class FirstToken(tf.keras.layers.Layer):
+        """The first token's state of a [batch, length, hidden] input; a [batch, hidden] one passes through.
+
+        BERT and DistilBERT hand their classifier the pooled first token, RoBERTa, XLM-R and ELECTRA
+        every token's state (their own heads slice it).
+        """
+
+        def call(self, inputs):
+            return inputs[:, 0] if inputs.shape.rank == 3 else inputs
+
+    return FirstToken
+
+
 def set_mlp_head(model, hidden_size: int) -> None:
-    """Replace the linear classifier with Dense(hidden, gelu) -> Dropout -> Dense(labels)."""
+    """Replace the classifier with Dense(hidden, gelu) -> Dropout -> Dense(labels) on the first token's state."""
     import tensorflow as tf
 
     if not hasattr(model, "classifier"):
@@ -157,6 +175,7 @@ def set_mlp_head(model, hidden_size: int) -> None:
     dropout = getattr(config, "hidden_dropout_prob", 0.1)
     model.classifier = tf.keras.Sequential(
         [
+            _first_token_class()(name="first_token"),  # no weights: heads saved before it still load
             tf.keras.layers.Dense(hidden_size, activation="gelu", name="hidden"),
             tf.keras.layers.Dropout(dropout),
             tf.keras.layers.Dense(config.num_labels, name="output"),
