@@ -198,3 +198,25 @@ def test_saved_model_with_in_graph_sentencepiece_equals_keras(kind, sp_models, t
         names, shown = saved_model_cli_signatures(version)
         assert names == {"serving_default", "predict_ids", "predict_text_pair"}
         assert "inputs['text'] tensor_info:\n        dtype: DT_STRING" in shown
+
+
+def test_train_cli_on_xlmr_with_a_frozen_encoder_and_an_mlp_head(sp_models, tmp_path):
+    """XLM-R hands its classifier every token's state: the MLP head must read the first token, through
+    training, the saved folder, and the SavedModel (where the last layer computes that token only)."""
+    from conftest import make_rows, write_jsonl
+    from test_cli import run_cli
+
+    folder = write_checkpoint("xlmr", sp_models, tmp_path / "xlmr")
+    write_jsonl(tmp_path / "reviews.jsonl", make_rows(90))
+    completed = run_cli("train.py", "--train_file", "reviews.jsonl", "--model_name", str(folder), "--epochs", "1",
+                        "--max_length", "32", "--precision", "float32", "--freeze_encoder", "--head_hidden_size", "8",
+                        "--quiet", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    run = next((tmp_path / "output" / "reviews").glob("*/*"))
+    model = modeling.load_classifier(run / "model")
+    tokenizer = modeling.load_tokenizer(run / "model")
+    texts = ["great phone really good", "awful broken item", "okay item"]
+    expected = predict_probabilities(model, datasets.Dataset.from_dict(encode_batch(tokenizer, texts, None, 32, "head")),
+                                     tokenizer, 4)
+    assert expected.shape == (3, 3)
+    np.testing.assert_allclose(SavedModelPredictor(run / "saved_model").predict(texts), expected, atol=1e-5)
