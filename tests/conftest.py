@@ -64,6 +64,27 @@ def write_tiny_model(folder: Path, *, num_hidden_layers: int = 2, hidden_size: i
     return folder
 
 
+def tiny_classifier(family: str, num_labels: int = 3):
+    """A random 2-layer RoBERTa, ELECTRA, ALBERT or DistilBERT sequence classifier (vocabulary of 40)."""
+    import tensorflow as tf
+    from transformers import (AlbertConfig, DistilBertConfig, ElectraConfig, RobertaConfig,
+                              TFAutoModelForSequenceClassification)
+
+    sizes = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                 max_position_embeddings=40, num_labels=num_labels)
+    config = {
+        "roberta": lambda: RobertaConfig(pad_token_id=1, **sizes),
+        "electra": lambda: ElectraConfig(embedding_size=8, **sizes),
+        "albert": lambda: AlbertConfig(embedding_size=8, **sizes),
+        "distilbert": lambda: DistilBertConfig(vocab_size=40, dim=16, n_layers=2, n_heads=2, hidden_dim=32,
+                                               max_position_embeddings=40, num_labels=num_labels),
+    }[family]()
+    tf.keras.utils.set_random_seed(0)
+    model = TFAutoModelForSequenceClassification.from_config(config)
+    model(model.dummy_inputs, training=False)
+    return model
+
+
 def make_rows(n: int, seed: int = 0) -> list[dict]:
     """Short review-like texts whose label is given away by one sentiment word."""
     rng = random.Random(seed)

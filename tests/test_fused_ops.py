@@ -117,22 +117,11 @@ def test_first_token_layer_on_other_families(family, rewritten):
     """RoBERTa's and ELECTRA's heads read the first token too; ALBERT shares its layers and DistilBERT's
     blocks are built otherwise: those stay whole. The logits never change."""
     import tensorflow as tf
-    from transformers import (AlbertConfig, DistilBertConfig, ElectraConfig, RobertaConfig,
-                              TFAutoModelForSequenceClassification)
+    from conftest import tiny_classifier
 
     from tfbert.fused_ops import fuse
 
-    sizes = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                 max_position_embeddings=40, num_labels=3)
-    config = {
-        "roberta": lambda: RobertaConfig(pad_token_id=1, **sizes),
-        "electra": lambda: ElectraConfig(embedding_size=8, **sizes),
-        "albert": lambda: AlbertConfig(embedding_size=8, **sizes),
-        "distilbert": lambda: DistilBertConfig(vocab_size=40, dim=16, n_layers=2, n_heads=2, hidden_dim=32,
-                                               max_position_embeddings=40, num_labels=3),
-    }[family]()
-    tf.keras.utils.set_random_seed(0)
-    model = TFAutoModelForSequenceClassification.from_config(config)
+    model = tiny_classifier(family)
     batch = {"input_ids": tf.constant([[3, 10, 11, 12, 4], [3, 13, 4, 1, 1]]),
              "attention_mask": tf.constant([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}
     before = model(batch, training=False).logits.numpy()

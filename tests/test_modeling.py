@@ -47,13 +47,9 @@ def test_frozen_encoder_with_mlp_head_survives_save_and_load(tiny_model_dir, tmp
 @pytest.mark.parametrize("family", ["roberta", "electra"])
 def test_mlp_head_reads_the_first_token_where_the_head_gets_every_token(family):
     import tensorflow as tf
-    from transformers import ElectraConfig, RobertaConfig, TFAutoModelForSequenceClassification
+    from conftest import tiny_classifier
 
-    sizes = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                 max_position_embeddings=40, num_labels=3)
-    config = RobertaConfig(pad_token_id=1, **sizes) if family == "roberta" else ElectraConfig(embedding_size=8, **sizes)
-    model = TFAutoModelForSequenceClassification.from_config(config)
-    model(model.dummy_inputs, training=False)
+    model = tiny_classifier(family)
     modeling.set_mlp_head(model, 8)
     batch = {"input_ids": tf.constant([[3, 10, 11, 4], [3, 12, 4, 1]]),
              "attention_mask": tf.constant([[1, 1, 1, 1], [1, 1, 1, 0]])}

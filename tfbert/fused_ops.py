@@ -213,8 +213,9 @@ def last_layer_for_first_token(model) -> bool:
     """
     import tensorflow as tf
 
-    main_layer = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    layers = getattr(getattr(main_layer, "encoder", None), "layer", None)
+    from tfbert.modeling import encoder_layer
+
+    layers = getattr(getattr(encoder_layer(model), "encoder", None), "layer", None)
     if not layers:
         return False
     last = layers[-1]
