@@ -41,5 +41,9 @@ def test_bench_prints_one_json_object_consistent_with_its_run(tiny_model_dir, tm
         assert report["compact_single_text_latency_ms_p50"] > 0
         assert report["train_samples_per_s_after_first_step"] > 0 and report["peak_rss_mib_training"] > 0
         assert report["compact_mib"] < report["saved_model_mib"]
+        # 12 validation examples cannot resolve --compact_max_f1_drop 0.005: the compact model keeps both layers.
+        assert "cannot resolve a macro-F1 change of 0.005" in metrics["compact"]["layer_search"]["skipped"]
+        assert (report["compact_encoder_layers"], report["compact_left_out_layers"]) == (2, [])
+        assert report["compact_layer_search_seconds"] is None
     finally:
         shutil.rmtree(run.parents[3], ignore_errors=True)  # the bench's own temporary folder

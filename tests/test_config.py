@@ -59,3 +59,12 @@ def test_new_performance_flags_are_checked():
                          (["--pad_to_multiple_of", "-1"], "--pad_to_multiple_of")):
         with pytest.raises(TfbertError, match=named):
             parse_train_args(flags)
+
+
+def test_compact_layer_flags():
+    config = parse_train_args(["--compact_layers", "all", "--compact_max_f1_drop", "0.01"])
+    assert (config.training.compact_layers, config.training.compact_max_f1_drop) == ("all", 0.01)
+    assert parse_train_args([]).training.compact_layers == "auto"
+    for value in ("-0.1", "1"):
+        with pytest.raises(TfbertError, match="--compact_max_f1_drop must be in"):
+            parse_train_args(["--compact_max_f1_drop", value])

@@ -66,6 +66,7 @@ def test_train_with_export_tflite_records_the_f1_and_infer_uses_it(tiny_model_di
     write_jsonl(tmp_path / "reviews.jsonl", rows)
     completed = run_cli("train.py", "--train_file", "reviews.jsonl", "--model_name", str(tiny_model_dir),
                         "--epochs", "2", "--max_length", "32", "--precision", "float32", "--export_tflite",
+                        "--compact_max_f1_drop", "0.1",  # 12 validation examples resolve 0.1, not the default 0.005
                         "--export_weights", "variables", "--quiet", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     run = next((tmp_path / "output" / "reviews").glob("*/*"))
@@ -83,6 +84,24 @@ def test_train_with_export_tflite_records_the_f1_and_infer_uses_it(tiny_model_di
     model_f1 = json.loads((run / "metrics.json").read_text())["test"]["macro_f1"]
     assert compact["test_macro_f1_change"] == pytest.approx(f1 - model_f1, abs=1e-4)
     assert "compact/" in (run / "report.md").read_text()
+    # --compact_layers auto tried leaving out each of the 2 layers; the TFLite file computes the model it chose.
+    search = compact["layer_search"]
+    assert [t["left_out"] for t in search["tried"][:2]] == [[0], [1]]
+    assert compact["encoder_layers"] + len(compact["left_out_layers"]) == 2
+    assert search["validation_macro_f1"] >= search["validation_macro_f1_full"] - search["max_f1_drop"]
+    assert json.loads((run / "compact" / "tfbert.json").read_text())["left_out_layers"] == compact["left_out_layers"]
+    if compact["left_out_layers"]:
+        assert f"{compact['encoder_layers']} of 2 encoder layers" in (run / "report.md").read_text()
+    from tfbert import layer_drop
+
+    model = modeling.load_classifier(run / "model")
+    if compact["left_out_layers"]:
+        model = layer_drop.without_layers(model, compact["left_out_layers"])
+    encoded = encode_batch(modeling.load_tokenizer(run / "model"), [row["text"] for row in test_rows], None, 32, "head")
+    keras_probabilities = predict_probabilities(model, datasets.Dataset.from_dict(dict(encoded)),
+                                                modeling.load_tokenizer(run / "model"))
+    np.testing.assert_allclose(TFLitePredictor(run / "compact").predict([row["text"] for row in test_rows]),
+                               keras_probabilities, atol=0.03)
 
     texts = ["great phone really good", "awful broken item"]
     answered = run_cli("infer.py", *texts, "--json", "--model", str(run / "compact"), cwd=tmp_path)

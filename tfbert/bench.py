@@ -6,8 +6,8 @@
 It trains with train.py's code path (same flags), then measures the exported SavedModel (text in):
 predict samples/s at batch 32 (batched by length as infer.py does, and in the file's order as the
 reference's Trainer.predict), single-text latency p50/p99 after warm-up, and the compact export
-(train.py --export_tflite: TFLite, dynamic-range int8 weights): size, speed (text in, as infer.py
-runs it), single-text latency and macro-F1. Rates are medians of three passes over the test split
+(train.py --export_tflite: TFLite, dynamic-range int8 weights, encoder layers left out as
+--compact_layers says): size, layers, speed (text in, as infer.py runs it), single-text latency and macro-F1. Rates are medians of three passes over the test split
 after an untimed one. Compare with ../shared/bench/reference_hf_trainer.py run on the same files in
 the same session.
 """
@@ -73,6 +73,9 @@ def _measure_compact(folder: Path, texts: list[str], labels: np.ndarray, label_n
         "compact_format": recorded["format"],
         "compact_mib": recorded["mib"],
         "compact_size_ratio": recorded["size_vs_saved_model"],
+        "compact_encoder_layers": recorded["encoder_layers"],
+        "compact_left_out_layers": recorded["left_out_layers"],
+        "compact_layer_search_seconds": recorded.get("layer_search", {}).get("seconds"),
         "compact_interpreters": compact.interpreters,
         f"compact_samples_per_s_batch{compact.batch_size}": round(rate, 1),
         "compact_speed_vs_saved_model": round(rate / saved_model_rate, 2),

@@ -161,6 +161,16 @@ class TrainingConfig:
         "SavedModel) and record its test macro-F1 beside the model's",
         default=False,
     )
+    compact_layers: str = _help(
+        "encoder layers of the compact export; auto: leave layers out one at a time, the least harmful first, "
+        "while the float32 model's validation macro-F1 stays within --compact_max_f1_drop of the full model's "
+        "(each layer left out: ~1/n less work per text); all: keep every layer",
+        default="auto",
+        meta={"choices": ["auto", "all"]},
+    )
+    compact_max_f1_drop: float = _help(
+        "validation macro-F1 that --compact_layers auto may give up for speed", default=0.005
+    )
     pad_to_multiple_of: int = _help(
         "round each batch's length up to a multiple of this (fewer shapes to compile); 0: 16 with --xla, else 8",
         default=0,
@@ -262,6 +272,8 @@ def validate(config: TrainConfig) -> None:
         problems.append("--grad_accum_steps must be at least 1")
     if t.patience < 0:
         problems.append("--patience must not be negative")
+    if not 0 <= t.compact_max_f1_drop < 1:
+        problems.append("--compact_max_f1_drop must be in [0, 1) (e.g. 0.005)")
     if t.top_errors < 0:
         problems.append("--top_errors must not be negative")
     if d.max_length < 8:

@@ -220,8 +220,8 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
     compact = None
     if settings.export_tflite:
         try:
-            compact = _export_compact(run, tokenizer, corpus, encoded["test"], labels["test"], test.metrics["macro_f1"],
-                                      saved_model, data, model_settings.word_tokenizer)
+            compact = _export_compact(run, tokenizer, corpus, encoded, labels, test.metrics["macro_f1"], saved_model,
+                                      config)
         except TfbertError as error:  # the model and the SavedModel are written: keep the run
             logger.warning("no compact export: %s", error)
             compact = {"error": str(error)}
@@ -259,24 +259,63 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
     }
 
 
-def _export_compact(run: runs.Run, tokenizer, corpus, test_split, test_labels: np.ndarray, test_macro_f1: float,
-                    saved_model: Path, data, word_tokenizer) -> dict:
-    """Write compact/ (TFLite int8) from the saved folder and measure its test macro-F1 against the model's."""
+def _export_compact(run: runs.Run, tokenizer, corpus, encoded, labels: dict, test_macro_f1: float,
+                    saved_model: Path, config: TrainConfig) -> dict:
+    """Write compact/ (TFLite int8) from the saved folder, leaving out the encoder layers the validation split
+    can spare (--compact_layers auto), and measure its test macro-F1 against the model's."""
     from tfbert import fused_ops, modeling, runtime
     from tfbert.evaluation import evaluate_predictions
     from tfbert.export_tflite import MODEL_FILE, TFLitePredictor, export_tflite
 
+    settings, data = config.training, config.data
     runtime.set_precision("float32")  # dynamic-range quantisation starts from the float32 weights
     model = modeling.load_classifier(run.model_dir)
+    model, left_out, layer_search = _leave_out_layers(model, tokenizer, corpus, encoded, labels, settings)
     # 2-D Dense and tf.nn.gelu convert to FULLY_CONNECTED and TFLite's GELU: 6-8 % more texts/s on AG News.
     fused_ops.fuse(model, for_serving=True)
-    folder = export_tflite(model, tokenizer, labels=corpus.label_names,
-                           max_length=data.max_length, truncation=data.truncation, folder=run.compact_dir,
-                           word_tokenizer=word_tokenizer)
+    folder = export_tflite(model, tokenizer, labels=corpus.label_names, max_length=data.max_length,
+                           truncation=data.truncation, folder=run.compact_dir,
+                           word_tokenizer=config.model.word_tokenizer, left_out_layers=left_out)
+    test_split = encoded["test"]
     token_types = test_split["token_type_ids"] if "token_type_ids" in test_split.column_names else None
     probabilities = TFLitePredictor(folder).predict_ids(test_split["input_ids"], token_types)
-    macro_f1 = evaluate_predictions(probabilities, test_labels, corpus.label_names).metrics["macro_f1"]
+    macro_f1 = evaluate_predictions(probabilities, labels["test"], corpus.label_names).metrics["macro_f1"]
     size = (folder / MODEL_FILE).stat().st_size
     return {"format": "tflite dynamic-range int8", "path": str(folder.relative_to(run.path) / MODEL_FILE),
+            "encoder_layers": model.config.num_hidden_layers, "left_out_layers": left_out,
+            **({"layer_search": layer_search} if layer_search else {}),
             "mib": round(size / 2**20, 2), "size_vs_saved_model": round(size / runs.folder_bytes(saved_model), 3),
             "test_macro_f1": macro_f1, "test_macro_f1_change": round(macro_f1 - test_macro_f1, 4)}
+
+
+def _leave_out_layers(model, tokenizer, corpus, encoded, labels: dict, settings) -> tuple[object, list[int], dict]:
+    """The compact export's model: without the encoder layers the validation split can spare (--compact_layers
+    auto), the layers it left out, and what the search measured (empty with --compact_layers all)."""
+    from tfbert import layer_drop
+    from tfbert.evaluation import evaluate_predictions, predict_probabilities
+
+    if settings.compact_layers == "all":
+        return model, [], {}
+    skipped = layer_drop.unresolvable(len(encoded["validation"]), settings.compact_max_f1_drop)
+    if not skipped and layer_drop.droppable_layers(model) < 2:
+        skipped = f"{type(model).__name__} has no two encoder layers with weights of their own"
+    if skipped:
+        logger.info("compact export keeps every layer: %s", skipped)
+        return model, [], {"skipped": skipped}
+    started = time.time()
+
+    def validation_macro_f1(candidate) -> float:
+        probabilities = predict_probabilities(candidate, encoded["validation"], tokenizer, settings.batch_size * 2)
+        return evaluate_predictions(probabilities, labels["validation"], corpus.label_names).metrics["macro_f1"]
+
+    choice = layer_drop.choose_layers_to_leave_out(model, validation_macro_f1, settings.compact_max_f1_drop)
+    logger.info("compact export: leaves out encoder layers %s of %d (validation macro-F1 %.4f, full model %.4f)",
+                choice.left_out, choice.n_layers, choice.score, choice.full_score)
+    search = {
+        "max_f1_drop": settings.compact_max_f1_drop, "validation_macro_f1_full": round(choice.full_score, 4),
+        "validation_macro_f1": round(choice.score, 4), "seconds": round(time.time() - started, 1),
+        "tried": [{"left_out": t["left_out"], "validation_macro_f1": round(t["score"], 4)} for t in choice.tried],
+    }
+    if choice.left_out:
+        model = layer_drop.without_layers(model, choice.left_out)
+    return model, choice.left_out, search

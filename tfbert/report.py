@@ -84,9 +84,7 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
         f"{run.path}`",
         f"- `{os.path.relpath(saved_model, run.path)}/`: SavedModel for TF Serving (base path "
         f"`{run.saved_model_base}`)",
-        *([f"- `compact/`: TFLite with int8 weights ({metrics['compact']['mib']} MiB), test macro-F1 "
-           f"{metrics['compact']['test_macro_f1']:.4f} ({metrics['compact']['test_macro_f1_change']:+.4f} vs the "
-           f"model) — `python infer.py --model {run.compact_dir}`"] if "mib" in metrics.get("compact", {}) else []),
+        *([_compact_line(metrics["compact"], run)] if "mib" in metrics.get("compact", {}) else []),
         "- `config.json` (every setting, versions, data fingerprint), `log.csv`, `metrics.json`, "
         "`classification_report.txt`, `errors.jsonl`, `predictions_*.jsonl`, `tensorboard/`",
         "",
@@ -94,3 +92,16 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
     path = run.path / "report.md"
     runs.write_text(path, "\n".join(lines))
     return path
+
+
+def _compact_line(compact: dict, run) -> str:
+    """The Files entry of compact/: size, encoder layers kept, test macro-F1 against the model's."""
+    layers = ""
+    if compact.get("left_out_layers"):
+        search, left_out = compact["layer_search"], compact["left_out_layers"]
+        layers = (f", {compact['encoder_layers']} of {compact['encoder_layers'] + len(left_out)} encoder layers "
+                  f"(left out: {', '.join(map(str, left_out))}; validation macro-F1 "
+                  f"{search['validation_macro_f1']:.4f} vs {search['validation_macro_f1_full']:.4f} with all)")
+    return (f"- `compact/`: TFLite with int8 weights ({compact['mib']} MiB){layers}, test macro-F1 "
+            f"{compact['test_macro_f1']:.4f} ({compact['test_macro_f1_change']:+.4f} vs the model) — "
+            f"`python infer.py --model {run.compact_dir}`")
