@@ -8,8 +8,8 @@ predict samples/s at batch 32 (batched by length as infer.py does, and in the fi
 reference's Trainer.predict), single-text latency p50/p99 after warm-up, and the compact export
 (train.py --export_tflite: TFLite, dynamic-range int8 weights, encoder layers left out as
 --compact_layers says): size, layers, speed (text in, as infer.py runs it), single-text latency and
-macro-F1. Rates are medians of three passes over the test split after an untimed one. Compare with ../shared/bench/reference_hf_trainer.py run on the same files in
-the same session.
+macro-F1. Rates are medians of three passes over the test split after an untimed one. Compare with
+../shared/bench/reference_hf_trainer.py run on the same files in the same session.
 """
 
 from __future__ import annotations

@@ -158,12 +158,10 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
         training.accumulate_gradients(model, settings.grad_accum_steps)
     train_data = training_dataset(encoded["train"], tokenizer, update_batch, settings.seed,
                                   pad_multiple=pad_multiple, repeat=True)
-    validation = encoded["validation"]
     labels = {split: np.asarray(encoded[split]["label"]) for split in ("validation", "test")}
 
     def evaluate_validation() -> dict:
-        probabilities = predict_probabilities(model, validation, tokenizer, settings.batch_size * 2)
-        return evaluate_predictions(probabilities, labels["validation"], corpus.label_names).metrics
+        return _validation_metrics(model, encoded, labels, tokenizer, corpus.label_names, settings.batch_size * 2)
 
     class_weight = None
     if settings.class_weight == "balanced":
@@ -259,6 +257,14 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
     }
 
 
+def _validation_metrics(model, encoded, labels: dict, tokenizer, label_names: list[str], batch_size: int) -> dict:
+    """Metrics of ``model`` on the validation split (the training model each epoch, candidates of the compact one)."""
+    from tfbert.evaluation import evaluate_predictions, predict_probabilities
+
+    probabilities = predict_probabilities(model, encoded["validation"], tokenizer, batch_size)
+    return evaluate_predictions(probabilities, labels["validation"], label_names).metrics
+
+
 def _export_compact(run: runs.Run, tokenizer, corpus, encoded, labels: dict, test_macro_f1: float,
                     saved_model: Path, config: TrainConfig) -> dict:
     """Write compact/ (TFLite int8) from the saved folder, leaving out the encoder layers the validation split
@@ -292,7 +298,6 @@ def _leave_out_layers(model, tokenizer, corpus, encoded, labels: dict, settings)
     """The compact export's model: without the encoder layers the validation split can spare (--compact_layers
     auto), the layers it left out, and what the search measured (empty with --compact_layers all)."""
     from tfbert import layer_drop
-    from tfbert.evaluation import evaluate_predictions, predict_probabilities
 
     if settings.compact_layers == "all":
         return model, [], {}
@@ -305,8 +310,8 @@ def _leave_out_layers(model, tokenizer, corpus, encoded, labels: dict, settings)
     started = time.time()
 
     def validation_macro_f1(candidate) -> float:
-        probabilities = predict_probabilities(candidate, encoded["validation"], tokenizer, settings.batch_size * 2)
-        return evaluate_predictions(probabilities, labels["validation"], corpus.label_names).metrics["macro_f1"]
+        return _validation_metrics(candidate, encoded, labels, tokenizer, corpus.label_names,
+                                   settings.batch_size * 2)["macro_f1"]
 
     choice = layer_drop.choose_layers_to_leave_out(model, validation_macro_f1, settings.compact_max_f1_drop)
     logger.info("compact export: leaves out encoder layers %s of %d (validation macro-F1 %.4f, full model %.4f)",

@@ -40,7 +40,8 @@ DEFAULT_BATCH_SIZE = 4  # per interpreter; 2 and 4 fastest on 2 cores (AG News: 
 
 
 def export_tflite(model, tokenizer, *, labels: list[str], max_length: int, truncation: str,
-                  folder: str | Path, word_tokenizer: Optional[str] = None, left_out_layers: Sequence[int] = ()) -> Path:
+                  folder: str | Path, word_tokenizer: Optional[str] = None,
+                  left_out_layers: Sequence[int] = ()) -> Path:
     """Convert a float32 classifier to ``folder/model_int8.tflite`` with its tokenizer and settings
     (``left_out_layers``: encoder layers of the trained model that ``model`` leaves out, recorded there).
 
