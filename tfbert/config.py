@@ -144,27 +144,25 @@ class TrainingConfig:
         meta={"choices": ["auto", "on", "off"]},
     )
     export_precision: str = _help(
-        "precision of the exported SavedModel; auto: bfloat16 after bfloat16 training (on a bf16 CPU, 2.0x "
-        "float32's throughput for MiniLM), else float32",
+        "precision of the exported SavedModel; auto: bfloat16 after bfloat16 training, else float32",
         default="auto",
         meta={"choices": ["auto", "float32", "bfloat16"]},
     )
     export_weights: str = _help(
-        "where the SavedModel keeps the weights; constants: in the graph, converted once at load (MiniLM on "
-        "2 cores: 1.35x the throughput, half the single-text latency, but ~2.4x a server's memory and ~2.2x "
-        "its startup time); variables: converted on every request",
+        "where the SavedModel keeps the weights; constants: in the graph, converted once at load (faster "
+        "requests, more server memory and a slower start); variables: converted on every request",
         default="constants",
         meta={"choices": ["constants", "variables"]},
     )
     export_tflite: bool = _help(
-        "also write compact/model_int8.tflite (TFLite, dynamic-range int8 weights: ~1/4 of the float32 "
-        "SavedModel) and record its test macro-F1 beside the model's",
+        "also write compact/model_int8.tflite (TFLite with dynamic-range int8 weights, run by LiteRT) and "
+        "record its test macro-F1 beside the model's",
         default=False,
     )
     compact_layers: str = _help(
         "encoder layers of the compact export; auto: leave layers out one at a time, the least harmful first, "
-        "while the float32 model's validation macro-F1 stays within --compact_max_f1_drop of the full model's "
-        "(each layer left out: ~1/n less work per text); all: keep every layer",
+        "while the float32 model's validation macro-F1 stays within --compact_max_f1_drop of the full model's; "
+        "all: keep every layer",
         default="auto",
         meta={"choices": ["auto", "all"]},
     )
