@@ -39,7 +39,8 @@ def random_texts(n: int, seed: int = 0) -> list[str]:
         words = ["".join(chr(rng.randrange(*rng.choice(pools))) for _ in range(rng.randint(1, 8)))
                  for _ in range(rng.randint(0, 10))]
         if rng.random() < 0.3:
-            words.insert(rng.randint(0, len(words)), rng.choice(["[CLS]", "[SEP]", "[UNK]", "[MASK]", "[cls]", "[CL S]"]))
+            position = rng.randint(0, len(words))  # drawn before the token, as ever: the same texts for every seed
+            words.insert(position, rng.choice(["[CLS]", "[SEP]", "[UNK]", "[MASK]", "[cls]", "[CL S]"]))
         if rng.random() < 0.1:
             words.append(rng.choice("aéж") * rng.randint(95, 105))  # around max_input_chars_per_word (100)
         texts.append(rng.choice(["", " ", "\u3000"]).join(words))

@@ -73,8 +73,8 @@ def test_every_predictor_keeps_the_protocol_and_they_agree(run):
         assert isinstance(probabilities, np.ndarray) and probabilities.dtype == np.float32, name
         assert probabilities.shape == (len(TEXTS), len(LABELS)), name
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5, err_msg=name)
-        # TFLite's weights of this small model stay float32 (int8 starts at 1,024 values): close to the others.
-        np.testing.assert_allclose(probabilities, expected, atol=1e-3 if predictor is predictors[2] else 1e-5,
+        # The compact export's larger matrices (the embeddings) are int8: close to the others, not equal.
+        np.testing.assert_allclose(probabilities, expected, atol=0.03 if predictor is predictors[2] else 1e-5,
                                    err_msg=name)
 
 

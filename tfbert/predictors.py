@@ -100,7 +100,8 @@ class SavedModelPredictor:
         self.batch_size = batch_size
         extra = self.path / EXTRA
         # The settings and what the export adds to them (signatures, tokenisation, weights, ...).
-        self.metadata = json.loads((extra / METADATA).read_text(encoding="utf-8")) if (extra / METADATA).is_file() else {}
+        metadata = extra / METADATA
+        self.metadata = json.loads(metadata.read_text(encoding="utf-8")) if metadata.is_file() else {}
         self.settings = ModelSettings.from_json(self.metadata)
         self.loaded = tf.saved_model.load(str(self.path))
         self.labels = list(self.settings.labels)
@@ -173,7 +174,8 @@ class SavedModelPredictor:
         chunks = []
         for start in range(0, len(texts), self.batch_size):
             batch = order[start:start + self.batch_size]
-            chunks.append(self._call([texts[i] for i in batch], [pairs[i] for i in batch] if pairs is not None else None))
+            batch_pairs = [pairs[i] for i in batch] if pairs is not None else None
+            chunks.append(self._call([texts[i] for i in batch], batch_pairs))
         if not chunks:
             return np.zeros((0, len(self.labels)), np.float32)
         probabilities = np.empty((len(texts), chunks[0].shape[1]), np.float32)

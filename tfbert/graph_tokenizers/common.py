@@ -49,8 +49,9 @@ def bert_unicode_tables(clean_text: bool, strip_accents: bool, lowercase: bool) 
     """How the installed tokenizers' BertNormalizer and BertPreTokenizer treat every code point.
 
     Returns RE2 classes ``removed`` and ``spaces`` (clean_text), ``split_spaces`` and ``punctuation``
-    (the pre-tokenizer; "" for an empty class) and ``char_map``: each character whose accent stripping / lower-casing changes it,
-    mapped to its result. Built by running the Hugging Face components on all of Unicode (~3 s, cached).
+    (the pre-tokenizer; "" for an empty class) and ``char_map``: each character whose accent stripping /
+    lower-casing changes it, mapped to its result. Built by running the Hugging Face components on all of
+    Unicode (~3 s, cached).
 
     Example:
         >>> tables = bert_unicode_tables(True, True, True)  # doctest: +SKIP
@@ -220,7 +221,8 @@ def framed_encoder_class():
                 keep_second = tf.minimum(second, tf.maximum(budget - first, tf.minimum(second, budget // 2)))
                 keep_first = budget - keep_second
             fits = first + second <= budget
-            return tf.where(fits, first, tf.minimum(first, keep_first)), tf.where(fits, second, tf.minimum(second, keep_second))
+            return (tf.where(fits, first, tf.minimum(first, keep_first)),
+                    tf.where(fits, second, tf.minimum(second, keep_second)))
 
         def _frame(self, segments, template, types):
             """Special tokens around the segments as ``template`` says (-1, -2: the texts), with token type ids."""
