@@ -66,7 +66,7 @@ def main() -> int:
     if not texts:
         raise TfbertError("no texts: give them as arguments (python infer.py \"some text\") or with --file")
     from tfbert import runtime
-    from tfbert.inference import load_predictor
+    from tfbert.predictors import load_predictor
 
     runtime.quiet_libraries()
     predictor = load_predictor(args.model, args.output_dir, args.server)

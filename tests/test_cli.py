@@ -105,7 +105,7 @@ def test_best_epoch_weights_are_the_ones_saved(trained_run):
 def test_infer_matches_the_model(trained_run):
     run, work = trained_run["run"], trained_run["work"]
     texts = ["great phone really good", "awful broken item", "この商品は最高です"]
-    from tfbert.inference import KerasPredictor
+    from tfbert.predictors import KerasPredictor
 
     expected = KerasPredictor(run / "model").predict(texts)
     for model_arg in ([], ["--model", str(run)], ["--model", str(run / "model")], ["--model", str(run / "saved_model")]):
@@ -201,8 +201,7 @@ def test_bfloat16_training_exports_bfloat16_with_float32_probabilities(tiny_mode
     run = next((tmp_path / "output" / "reviews").glob("*/*"))
     resolved = json.loads((run / "config.json").read_text())["resolved"]
     assert (resolved["precision_policy"], resolved["export_precision_policy"]) == ("mixed_bfloat16", "mixed_bfloat16")
-    from tfbert.export import SavedModelPredictor
-    from tfbert.inference import KerasPredictor
+    from tfbert.predictors import KerasPredictor, SavedModelPredictor
 
     texts = ["great phone really good", "awful broken item", "okay item"]
     served = SavedModelPredictor(run / "saved_model")

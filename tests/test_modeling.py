@@ -6,6 +6,7 @@ import pytest
 
 from tfbert import modeling
 from tfbert.errors import TfbertError
+from tfbert.model_settings import ModelSettings
 
 
 def test_head_is_sized_from_the_labels(tiny_model_dir):
@@ -38,7 +39,7 @@ def test_frozen_encoder_with_mlp_head_survives_save_and_load(tiny_model_dir, tmp
     assert len(model.trainable_variables) == 4  # hidden kernel+bias, output kernel+bias
     assert not modeling.encoder_layer(model).trainable
     tokenizer = modeling.load_tokenizer(tiny_model_dir)
-    modeling.save_classifier(model, tokenizer, tmp_path / "m", {"head_hidden_size": 8, "max_length": 32})
+    modeling.save_classifier(model, tokenizer, tmp_path / "m", ModelSettings(head_hidden_size=8, max_length=32))
     reloaded = modeling.load_classifier(tmp_path / "m")
     inputs = tokenizer(["good item", "bad phone"], return_tensors="tf", padding=True)
     np.testing.assert_allclose(model(inputs).logits.numpy(), reloaded(inputs).logits.numpy(), atol=1e-6)

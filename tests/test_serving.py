@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from tfbert import modeling
-from tfbert.export import SavedModelPredictor, export_saved_model
+from tfbert.export import export_saved_model
+from tfbert.predictors import SavedModelPredictor
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["great phone really good", "awful broken item", "この商品は最高です", ""]
@@ -130,7 +131,7 @@ def test_infer_through_the_server_equals_infer_on_the_saved_model(server):
 
 
 def test_server_predictor_and_pairs_equal_the_saved_model(server):
-    from tfbert.client import ServerPredictor
+    from tfbert.predictors import ServerPredictor
 
     local = SavedModelPredictor(server["base"], batch_size=3)
     remote = ServerPredictor(f"{server['url']}/v1/models/demo", batch_size=3)

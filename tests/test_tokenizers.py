@@ -58,7 +58,7 @@ def test_sentencepiece_tokenizer_trained_here(tmp_path):
     assert tokenizer("この商品は最高です")["input_ids"][0] == tokenizer.cls_token_id
     info = describe_tokenizer(tokenizer)
     assert info["kind"] == "sentencepiece" and info["vocab_size"] >= 120
-    from tfbert.export import in_graph_tokenization
+    from tfbert.graph_tokenizers import in_graph_tokenization
 
     assert in_graph_tokenization(tokenizer, "head")[0] is True
     assert type(load_tokenizer(str(tmp_path / "xlmr"), use_fast=True)).__name__ == "XLMRobertaTokenizerFast"

@@ -64,7 +64,7 @@ def _measure_compact(folder: Path, texts: list[str], labels: np.ndarray, label_n
                      saved_model_rate: float, recorded: dict) -> dict:
     """Speed (text in; length-sorted batches, and one text per call), size and macro-F1 of compact/."""
     from tfbert.evaluation import evaluate_predictions
-    from tfbert.export_tflite import TFLitePredictor
+    from tfbert.predictors import TFLitePredictor
 
     compact = TFLitePredictor(folder)  # tokenises with the tokenizer shipped in compact/
     rate, probabilities = _texts_per_second(compact.predict, texts)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfbert import modeling, runs, runtime
     from tfbert.data.corpus import load_corpus
     from tfbert.evaluation import evaluate_predictions
-    from tfbert.export import SavedModelPredictor
+    from tfbert.predictors import SavedModelPredictor
 
     corpus = load_corpus(config.data, seed=config.training.seed)
     test_texts, test_labels = list(corpus.splits["test"]["text"]), np.asarray(corpus.splits["test"]["label"])

@@ -1,8 +1,12 @@
-"""A client for TF Serving's REST API (or our own server): texts in, probabilities out.
+"""A client for TF Serving's REST predict API (or our own server, tfbert.serving): instances in, predictions out.
+
+It knows the protocol only (URLs, batches of instances, errors); tfbert.predictors.ServerPredictor turns texts
+into instances and predictions into probabilities.
 
 Example:
-    >>> predictor = ServerPredictor("http://127.0.0.1:8501/v1/models/tfbert")  # doctest: +SKIP
-    >>> predictor.predict(["great value"]), predictor.labels  # doctest: +SKIP
+    >>> client = RestClient("http://127.0.0.1:8501/v1/models/tfbert")  # doctest: +SKIP
+    >>> next(client.predict_batches(["great value"], batch_size=64))[0]["label"]  # doctest: +SKIP
+    'pos'
 """
 
 from __future__ import annotations
@@ -10,24 +14,26 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Optional
-
-import numpy as np
+from typing import Any, Iterator, Optional
 
 from tfbert.errors import TfbertError
 
 
-class ServerPredictor:
-    """Sends texts to ``<url>:predict`` in batches; ``labels`` come from the answers' label_names."""
+class RestClient:
+    """POSTs to ``<url>:predict`` and maps HTTP and connection failures to one-line TfbertErrors."""
 
-    def __init__(self, url: str, batch_size: int = 64, timeout: float = 60.0):
+    def __init__(self, url: str, timeout: float = 60.0):
         self.url = url.rstrip("/")
         if "/v1/models/" not in self.url:
             raise TfbertError(f"--server {url}: expected a URL like http://HOST:8501/v1/models/NAME")
-        self.batch_size, self.timeout = batch_size, timeout
-        self.labels: list[str] = []
+        self.timeout = timeout
 
-    def _post(self, payload: dict) -> dict:
+    def post(self, payload: dict) -> dict:
+        """The JSON answer to one predict request.
+
+        Example:
+            >>> RestClient(url).post({"instances": ["great value"]})["predictions"]  # doctest: +SKIP
+        """
         request = urllib.request.Request(f"{self.url}:predict", data=json.dumps(payload).encode("utf-8"),
                                          headers={"Content-Type": "application/json"})
         try:
@@ -40,19 +46,16 @@ class ServerPredictor:
             raise TfbertError(f"--server {self.url}: cannot connect ({getattr(error, 'reason', error)}); "
                               "is the server running?") from None
 
-    def predict(self, texts: list[str], text_pairs: Optional[list[str]] = None) -> np.ndarray:
-        chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start:start + self.batch_size])
-            if text_pairs:
-                pairs = text_pairs[start:start + self.batch_size]
-                payload = {"signature_name": "predict_text_pair",
-                           "instances": [{"text": t, "text_pair": p} for t, p in zip(batch, pairs)]}
-            else:
-                payload = {"instances": batch}
-            predictions = self._post(payload).get("predictions")
-            if not isinstance(predictions, list) or not predictions or "probabilities" not in predictions[0]:
-                raise TfbertError(f"--server {self.url}: the answer has no probabilities; is it a tfbert export?")
-            self.labels = predictions[0].get("label_names") or self.labels
-            chunks.append(np.asarray([p["probabilities"] for p in predictions], np.float32))
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
+    def predict_batches(self, instances: list, batch_size: int,
+                        signature_name: Optional[str] = None) -> Iterator[Any]:
+        """The ``predictions`` of each request of at most ``batch_size`` instances, in order (row format).
+
+        Example:
+            >>> [len(p) for p in RestClient(url).predict_batches(["a", "b", "c"], batch_size=2)]  # doctest: +SKIP
+            [2, 1]
+        """
+        for start in range(0, len(instances), batch_size):
+            payload = {"instances": list(instances[start:start + batch_size])}
+            if signature_name:
+                payload = {"signature_name": signature_name, **payload}
+            yield self.post(payload).get("predictions")

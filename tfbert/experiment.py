@@ -104,6 +104,7 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
     from tfbert.data.pipeline import training_dataset
     from tfbert.evaluation import evaluate_predictions, predict_probabilities
     from tfbert.export import export_saved_model
+    from tfbert.model_settings import ModelSettings
 
     data, settings, model_settings = config.data, config.training, config.model
     started = time.time()
@@ -199,11 +200,12 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
 
     # 6. Save: the save_pretrained folder (renamed into place whole) and the SavedModel for TF Serving.
     staging = run.path / "model.partial"
-    modeling.save_classifier(model, tokenizer, staging, {
-        "max_length": data.max_length, "truncation": data.truncation,
-        "head_hidden_size": model_settings.head_hidden_size if model_settings.freeze_encoder else 0,
-        "word_tokenizer": model_settings.word_tokenizer,
-    })
+    modeling.save_classifier(model, tokenizer, staging, ModelSettings(
+        labels=list(corpus.label_names), max_length=data.max_length, truncation=data.truncation,
+        word_tokenizer=model_settings.word_tokenizer,
+        uses_token_type_ids="token_type_ids" in tokenizer.model_input_names,
+        head_hidden_size=model_settings.head_hidden_size if model_settings.freeze_encoder else 0,
+    ))
     staging.rename(run.model_dir)
     # The export is built afresh from the saved folder in its own precision (not the training one),
     # rewritten for TensorFlow's graph optimiser rather than XLA, which stock TF Serving does not run.
@@ -271,7 +273,8 @@ def _export_compact(run: runs.Run, tokenizer, corpus, encoded, labels: dict, tes
     can spare (--compact_layers auto), and measure its test macro-F1 against the model's."""
     from tfbert import fused_ops, modeling, runtime
     from tfbert.evaluation import evaluate_predictions
-    from tfbert.export_tflite import MODEL_FILE, TFLitePredictor, export_tflite
+    from tfbert.export_tflite import MODEL_FILE, export_tflite
+    from tfbert.predictors import TFLitePredictor
 
     settings, data = config.training, config.data
     runtime.set_precision("float32")  # dynamic-range quantisation starts from the float32 weights

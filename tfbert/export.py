@@ -10,7 +10,7 @@ Signatures (``metadata.json`` lists the ones an export has, with the reason when
                      label string [batch], label_names string [batch, classes]. Tokenises in the graph with
                      TF Text ops, exactly as the Hugging Face tokenizer: WordPiece (fast BERT-family tokenizers;
                      RegexSplitWithOffsets, WordpieceTokenizeWithOffsets) or SentencePiece (slow XLM-R, CamemBERT,
-                     ALBERT tokenizers; SentencepieceOp, SentencepieceTokenizeOp, see tfbert.export_sentencepiece).
+                     ALBERT tokenizers; SentencepieceOp, SentencepieceTokenizeOp); see tfbert.graph_tokenizers.
   predict_text_pair  text, text_pair: string [batch] -> the same outputs, for sentence-pair models. (A separate
                      signature: TF Serving requires a row-format request to name every input of a signature.)
   predict_ids        input_ids, attention_mask, token_type_ids: int64 [batch, length] -> the same outputs. Always
@@ -24,25 +24,24 @@ Loading the export in Python needs ``import tensorflow_text`` first (the ops liv
 Example:
     >>> version = export_saved_model(model, tokenizer, id2label={0: "neg", 1: "pos"}, max_length=128,
     ...                              base_dir="output/run/saved_model")  # doctest: +SKIP
-    >>> SavedModelPredictor(version).predict(["great"])  # doctest: +SKIP
+    >>> tfbert.predictors.SavedModelPredictor(version).predict(["great"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from tfbert.errors import TfbertError
+from tfbert.graph_tokenizers import in_graph_tokenization, text_encoder
+from tfbert.model_settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -57,386 +56,6 @@ OUTPUTS = {
 ID_INPUTS = {key: "int64 [batch, length]" for key in ("input_ids", "attention_mask", "token_type_ids")}
 # TF Serving runs these requests once when it loads a version, before it serves it (its "SavedModel warmup").
 WARMUP_REQUESTS = Path("assets.extra") / "tf_serving_warmup_requests"
-TRUNCATIONS = ("head", "tail", "head_tail")
-
-# CJK ideographs stand alone in BERT (tokenizers' is_chinese_char); every other character class below is
-# read from the installed tokenizers library itself, so Unicode-version differences between it and
-# TF's RE2/ICU tables (new punctuation, marks, case pairs) cannot change a single token.
-UNMAPPED = "\uffff"  # lookup default: a noncharacter no normalisation produces
-_CJK_RANGES = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
-               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)]
-
-
-def _char_class(codepoints) -> str:
-    """An RE2 character class matching exactly ``codepoints`` (as ranges)."""
-    spans: list[list[int]] = []
-    for c in sorted(codepoints):
-        if spans and spans[-1][1] == c - 1:
-            spans[-1][1] = c
-        else:
-            spans.append([c, c])
-    if not spans:
-        return ""
-    return "[" + "".join(f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in spans) + "]"
-
-
-@functools.lru_cache(maxsize=8)
-def bert_unicode_tables(clean_text: bool, strip_accents: bool, lowercase: bool) -> dict:
-    """How the installed tokenizers' BertNormalizer and BertPreTokenizer treat every code point.
-
-    Returns RE2 classes ``removed`` and ``spaces`` (clean_text), ``split_spaces`` and ``punctuation``
-    (the pre-tokenizer; "" for an empty class) and ``char_map``: each character whose accent stripping / lower-casing changes it,
-    mapped to its result. Built by running the Hugging Face components on all of Unicode (~3 s, cached).
-
-    Example:
-        >>> tables = bert_unicode_tables(True, True, True)  # doctest: +SKIP
-        >>> tables["char_map"]["É"]  # doctest: +SKIP
-        'e'
-    """
-    from tokenizers import normalizers, pre_tokenizers
-
-    every = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
-
-    def per_char(normalizer, separator: str) -> list[tuple[int, str]]:
-        codes = [c for c in every if chr(c) not in (separator, separator.upper())]
-        parts = normalizer.normalize_str(separator.join(map(chr, codes))).split(separator)
-        if len(parts) != len(codes):
-            raise RuntimeError("tokenizers changed a separator character while building the Unicode tables")
-        return list(zip(codes, parts))
-
-    tables = {"removed": "", "spaces": ""}
-    if clean_text:
-        cleaned = per_char(normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False,
-                                                      strip_accents=False, lowercase=False), "q")
-        tables["removed"] = _char_class(c for c, out in cleaned if out == "")
-        tables["spaces"] = _char_class(c for c, out in cleaned if out == " " and c != 0x20)
-    joined = "x".join(chr(c) for c in every if c != 0x78)
-    covered = bytearray(len(joined))
-    punctuation = set()
-    for piece, (start, end) in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(joined):
-        covered[start:end] = b"\x01" * (end - start)
-        if end - start == 1 and piece != "x":
-            punctuation.add(ord(piece))
-    tables["split_spaces"] = _char_class({ord(joined[i]) for i, hit in enumerate(covered) if not hit})
-    tables["punctuation"] = _char_class(punctuation)
-    tables["char_map"] = {}
-    if strip_accents or lowercase:
-        mapping = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=False,
-                                             strip_accents=strip_accents, lowercase=lowercase)
-        tables["char_map"] = {chr(c): out for c, out in per_char(mapping, "\n") if out != chr(c)}
-    return tables
-
-
-def wordpiece_spec(tokenizer) -> tuple[Optional[dict], str]:
-    """The settings of an in-graph copy of ``tokenizer``, or None and the reason it has none.
-
-    Only fast tokenizers built from BertNormalizer + BertPreTokenizer + WordPiece (BERT, DistilBERT,
-    ELECTRA, MiniLM, ...) with [CLS] A [SEP] (B [SEP]) templates qualify; everything they do is mirrored.
-
-    Example:
-        >>> spec, why = wordpiece_spec(tokenizer)  # doctest: +SKIP
-        >>> spec["lowercase"], why  # doctest: +SKIP
-        (True, 'TF Text WordPiece with the tokenizer's own normaliser settings')
-    """
-    name = type(tokenizer).__name__
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if name == "BertJapaneseTokenizer":
-        return None, f"{name} splits words with MeCab or its own rules, which TF Text cannot run"
-    if backend is None:
-        return None, f"{name} is a slow (Python) tokenizer; only fast BERT tokenizers have an exact TF Text copy"
-    state = json.loads(backend.to_str())
-    normalizer, pre, model = state.get("normalizer") or {}, state.get("pre_tokenizer") or {}, state.get("model") or {}
-    if normalizer.get("type") != "BertNormalizer" or pre.get("type") != "BertPreTokenizer" \
-            or model.get("type") != "WordPiece":
-        kinds = f"{normalizer.get('type')}/{pre.get('type')}/{model.get('type')}"
-        return None, f"{name} ({kinds}) has no exact TF Text equivalent"
-    added = state.get("added_tokens") or []
-    awkward = [t["content"] for t in added if t.get("normalized") or t.get("lstrip") or t.get("rstrip")
-               or t.get("single_word") or re.search(r"\s", t["content"])]
-    if awkward:
-        return None, f"added tokens {awkward[:3]} are matched in ways TF Text cannot copy"
-    ids = dict(model["vocab"])
-    ids.update({t["content"]: t["id"] for t in added})
-    vocab = [None] * (max(ids.values()) + 1)
-    for token, index in ids.items():
-        vocab[index] = token
-    if any(token is None or "\n" in token or "\r" in token for token in vocab):
-        return None, "the vocabulary has gaps or line breaks in tokens, so it cannot be a vocab.txt"
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    if cls is None or sep is None or tokenizer.build_inputs_with_special_tokens([7], [8]) != [cls, 7, sep, 8, sep] \
-            or tokenizer.create_token_type_ids_from_sequences([7], [8]) != [0, 0, 0, 1, 1]:
-        return None, f"{name} does not frame inputs as [CLS] A [SEP] B [SEP]"
-    lowercase = bool(normalizer.get("lowercase", True))
-    strip = normalizer.get("strip_accents")
-    spec = {
-        "vocab": vocab,
-        "unk_token": model.get("unk_token", "[UNK]"),
-        "prefix": model.get("continuing_subword_prefix", "##"),
-        "max_chars_per_word": int(model.get("max_input_chars_per_word", 100)),
-        "clean_text": bool(normalizer.get("clean_text", True)),
-        "chinese_chars": bool(normalizer.get("handle_chinese_chars", True)),
-        "strip_accents": lowercase if strip is None else bool(strip),
-        "lowercase": lowercase,
-        "added_tokens": {t["content"]: t["id"] for t in added},
-        "kind": "wordpiece",
-    }
-    if spec["unk_token"] not in ids:
-        return None, f"the unknown token {spec['unk_token']!r} is not in the vocabulary"
-    return spec, "TF Text WordPiece with the tokenizer's own normaliser settings"
-
-
-def frame_template(tokenizer) -> Optional[dict]:
-    """How ``tokenizer`` frames one text and a pair with special tokens, or None if not as a fixed template.
-
-    Returns ``single`` and ``pair``: lists of special token ids with -1 (first text) and -2 (second text)
-    where the texts go, and ``single_types`` / ``pair_types``: the token type id of each list item.
-
-    Example:
-        >>> frame_template(bert_tokenizer)["pair"]  # doctest: +SKIP
-        [101, -1, 102, -2, 102]
-    """
-    try:
-        single, pair = (tokenizer.build_inputs_with_special_tokens([-1]),
-                        tokenizer.build_inputs_with_special_tokens([-1], [-2]))
-        single_types, pair_types = (tokenizer.create_token_type_ids_from_sequences([-1]),
-                                    tokenizer.create_token_type_ids_from_sequences([-1], [-2]))
-    except Exception:  # a tokenizer that cannot frame placeholder ids has no template we can copy
-        return None
-    fixed = (single.count(-1) == 1 and -2 not in single and pair.count(-1) == 1 and pair.count(-2) == 1
-             and pair.index(-1) < pair.index(-2) and len(single_types) == len(single)
-             and len(pair_types) == len(pair) and all(i >= 0 for i in single + pair if i not in (-1, -2))
-             and len(single) - 1 == tokenizer.num_special_tokens_to_add(pair=False)
-             and len(pair) - 2 == tokenizer.num_special_tokens_to_add(pair=True))
-    if not fixed:
-        return None
-    return {"single": single, "pair": pair, "single_types": single_types, "pair_types": pair_types}
-
-
-def _common_refusal(tokenizer) -> Optional[str]:
-    """Why no in-graph copy can match ``tokenizer`` whatever its kind, or None."""
-    if getattr(tokenizer, "truncation_side", "right") != "right":
-        return f"truncation_side={tokenizer.truncation_side!r} (the in-graph copy cuts texts on the right)"
-    if frame_template(tokenizer) is None:
-        return f"{type(tokenizer).__name__} does not frame texts with a fixed template of special tokens"
-    return None
-
-
-def _graph_spec(tokenizer) -> tuple[Optional[dict], str]:
-    """The in-graph tokenizer settings for ``tokenizer`` (WordPiece or SentencePiece), or None and why not."""
-    from tfbert.export_sentencepiece import is_sentencepiece, sentencepiece_spec
-
-    refusal = _common_refusal(tokenizer)
-    if refusal:
-        return None, refusal
-    spec, reason = sentencepiece_spec(tokenizer) if is_sentencepiece(tokenizer) else wordpiece_spec(tokenizer)
-    if spec is not None:
-        spec["template"] = frame_template(tokenizer)
-        # Pair truncation "longest_first" differs: tokenizers (Rust) for fast tokenizers, transformers (Python) else.
-        spec["longest_first"] = "rust" if getattr(tokenizer, "is_fast", False) else "python"
-        spec["pad"] = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return spec, reason
-
-
-def in_graph_tokenization(tokenizer, truncation: str) -> tuple[bool, str]:
-    """Whether serving_default can tokenise exactly like ``tokenizer``, and why not if not.
-
-    Example:
-        >>> in_graph_tokenization(tokenizer, "head")  # doctest: +SKIP
-        (True, "TF Text WordPiece with the tokenizer's own normaliser settings")
-    """
-    if truncation not in TRUNCATIONS:
-        return False, f"truncation {truncation!r} is not one of {TRUNCATIONS}"
-    spec, reason = _graph_spec(tokenizer)
-    if spec is None:
-        return False, f"{reason}; the export has predict_ids only (tokenise with the tokenizer it ships)"
-    return True, reason
-
-
-@functools.lru_cache(maxsize=1)
-def framed_encoder_class():
-    """The base tf.Module of in-graph tokenizers: truncation and special-token framing, as the HF tokenizer.
-
-    Subclasses set ``self.spec`` (with ``template``, ``longest_first``, ``pad``), ``self.max_length`` and
-    ``self.truncation`` and implement ``pieces(texts)``: token ids [batch, pieces] without special tokens.
-    """
-    import tensorflow as tf
-
-    from tfbert.data.pipeline import HEAD_SHARE
-
-    class FramedEncoder(tf.Module):
-        """Texts to padded (input_ids, attention_mask, token_type_ids), as the Hugging Face tokenizer would
-        with ``truncation=True, max_length=max_length`` (and tfbert's tail / head_tail truncation)."""
-
-        def _keep(self, pieces, keep):
-            """Keep ``keep[i]`` pieces of row i: the head, the tail, or HEAD_SHARE of it head and the rest tail."""
-            lengths = pieces.row_lengths()[:, tf.newaxis]
-            keep = keep[:, tf.newaxis]
-            positions = tf.ragged.range(pieces.row_lengths())
-            if self.truncation == "tail":
-                mask = positions >= lengths - keep
-            elif self.truncation == "head_tail":
-                head = tf.cast(tf.floor(tf.cast(keep, tf.float64) * HEAD_SHARE), tf.int64)
-                mask = (positions < head) | (positions >= lengths - (keep - head))
-            else:
-                mask = positions < keep
-            return tf.ragged.boolean_mask(pieces, mask)
-
-        def _longest_first(self, first, second, budget):
-            """Pieces kept of each text of a pair by the tokenizer's own longest_first truncation."""
-            if self.spec["longest_first"] == "rust":  # tokenizers: the shorter keeps up to half the budget
-                short, long = tf.minimum(first, second), tf.maximum(first, second)
-                halves = 2 * short > budget
-                keep_short = tf.where(halves, budget // 2, short)
-                keep_long = tf.where(halves, budget // 2 + budget % 2, budget - short)
-                swap = first > second
-                return tf.where(swap, keep_long, keep_short), tf.where(swap, keep_short, keep_long)
-            # transformers' truncate_sequences: cut the longer down to the shorter, then split the rest.
-            remove = tf.maximum(first + second - budget, 0)
-            uneven = tf.minimum(tf.abs(second - first), remove)
-            even = remove - uneven
-            first_longer = first > second
-            remove_first = tf.where(first_longer, uneven + even // 2, even // 2)
-            remove_second = tf.where(first_longer, even - even // 2, uneven + even - even // 2)
-            return first - remove_first, second - remove_second
-
-        def _pair_budget(self, first, second):
-            """Pieces kept of each text of a pair: the tokenizer's longest_first for head, else encode_batch's."""
-            budget = tf.constant(self.max_length - (len(self.spec["template"]["pair"]) - 2), tf.int64)
-            if self.truncation == "head":
-                keep_first, keep_second = self._longest_first(first, second, budget)
-            else:
-                keep_second = tf.minimum(second, tf.maximum(budget - first, tf.minimum(second, budget // 2)))
-                keep_first = budget - keep_second
-            fits = first + second <= budget
-            return tf.where(fits, first, tf.minimum(first, keep_first)), tf.where(fits, second, tf.minimum(second, keep_second))
-
-        def _frame(self, segments, template, types):
-            """Special tokens around the segments as ``template`` says (-1, -2: the texts), with token type ids."""
-            batch = segments[0].nrows()
-            parts, type_parts = [], []
-            for item, type_id in zip(template, types):
-                if item < 0:
-                    part = segments[-item - 1]
-                else:
-                    part = tf.RaggedTensor.from_tensor(tf.fill(tf.stack([batch, 1]), tf.constant(item, tf.int64)))
-                parts.append(part)
-                type_parts.append(tf.ones_like(part) * type_id)
-            return tf.concat(parts, axis=1), tf.concat(type_parts, axis=1)
-
-        def encode(self, texts, pairs=None):
-            """(input_ids, attention_mask, token_type_ids), int64 [batch, longest], padded like the tokenizer."""
-            first = self.pieces(texts)
-            template = self.spec["template"]
-            if pairs is None:
-                budget = self.max_length - (len(template["single"]) - 1)
-                keep = tf.minimum(first.row_lengths(), tf.constant(budget, tf.int64))
-                ids, type_ids = self._frame([self._keep(first, keep)], template["single"], template["single_types"])
-            else:
-                second = self.pieces(pairs)
-                keep_first, keep_second = self._pair_budget(first.row_lengths(), second.row_lengths())
-                ids, type_ids = self._frame([self._keep(first, keep_first), self._keep(second, keep_second)],
-                                            template["pair"], template["pair_types"])
-            return ids.to_tensor(self.spec["pad"]), tf.ones_like(ids).to_tensor(0), type_ids.to_tensor(0)
-
-    return FramedEncoder
-
-
-def _wordpiece_encoder_class():
-    import tensorflow as tf
-    import tensorflow_text as text
-
-    class WordPieceEncoder(framed_encoder_class()):
-        """BERT's normaliser, pre-tokenizer and WordPiece in TF Text ops, as the fast BERT tokenizer."""
-
-        def __init__(self, spec: dict, tables: dict, vocab_file: str, max_length: int, truncation: str):
-            super().__init__()
-            self.spec, self.tables, self.max_length, self.truncation = spec, tables, max_length, truncation
-            # A file path: TF Text builds a TextFileInitializer table, which the SavedModel keeps as an asset.
-            # Words are capped by characters (below), so the byte cap only has to let every such word through.
-            self.wordpiece = text.WordpieceTokenizer(
-                vocab_file, suffix_indicator=spec["prefix"], max_bytes_per_word=4 * spec["max_chars_per_word"] + 4,
-                token_out_type=tf.int64, unknown_token=spec["unk_token"])
-            added = sorted(spec["added_tokens"], key=len, reverse=True)  # leftmost-longest, as tokenizers matches
-            self.added_pattern = "|".join(re.escape(token) for token in added)
-            self.added_tokens = tf.constant(added or [""])
-            self.added_ids = tf.constant([spec["added_tokens"][t] for t in added] or [0], tf.int64)
-            self.char_map = None
-            if tables["char_map"]:  # accent stripping and lower-casing, one character at a time as tokenizers does
-                keys, values = zip(*sorted(tables["char_map"].items()))
-                self.char_map = tf.lookup.StaticHashTable(
-                    tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.constant(values)), UNMAPPED)
-            keep = [p for p in (tables["punctuation"], _char_class(c for a, b in _CJK_RANGES for c in range(a, b + 1))
-                                if spec["chinese_chars"] else "") if p]
-            self.keep_pattern = "|".join(keep)
-            self.split_pattern = "|".join(([tables["split_spaces"] + "+"] if tables["split_spaces"] else []) + keep)
-
-        def _normalize(self, texts):
-            """BertNormalizer: clean text (drop controls, unify spaces), strip accents, lower-case."""
-            if self.tables["removed"]:
-                texts = tf.strings.regex_replace(texts, self.tables["removed"], "")
-            if self.tables["spaces"]:
-                texts = tf.strings.regex_replace(texts, self.tables["spaces"], " ")
-            if self.char_map is not None:
-                chars = tf.strings.unicode_split(texts, "UTF-8")
-                mapped = self.char_map.lookup(chars.flat_values)
-                mapped = tf.where(tf.equal(mapped, UNMAPPED), chars.flat_values, mapped)
-                texts = tf.strings.reduce_join(chars.with_flat_values(mapped), axis=-1)
-            return texts
-
-        def _pieces_of_segments(self, segments):
-            """Word piece ids [segments, pieces] of plain text segments (no added tokens inside)."""
-            words = text.regex_split(self._normalize(segments), self.split_pattern, self.keep_pattern)
-            too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > self.spec["max_chars_per_word"]
-            words = words.with_flat_values(tf.where(too_long, self.spec["unk_token"], words.flat_values))
-            return self.wordpiece.tokenize(words).merge_dims(-2, -1)
-
-        def pieces(self, texts):
-            """Word piece ids [batch, pieces] of raw texts, without [CLS]/[SEP]."""
-            if not self.added_pattern:
-                return self._pieces_of_segments(texts)
-            # Added tokens ([CLS], [SEP], ...) are found in the raw text first and never normalised.
-            # RegexSplit stops at a NUL byte; U+FFFD stands in for it (clean_text drops both).
-            if self.spec["clean_text"]:
-                texts = tf.strings.regex_replace(texts, r"\x00", "\ufffd")
-            segments = text.regex_split(texts, self.added_pattern, self.added_pattern)
-            flat = segments.flat_values
-            matches = tf.equal(flat[:, tf.newaxis], self.added_tokens[tf.newaxis, :])
-            is_added = tf.reduce_any(matches, axis=1)
-            plain = self._pieces_of_segments(flat)
-            plain = tf.ragged.boolean_mask(plain, tf.ones_like(plain, tf.bool) & ~is_added[:, tf.newaxis])
-            added_ids = tf.boolean_mask(tf.gather(self.added_ids, tf.argmax(tf.cast(matches, tf.int32), axis=1)),
-                                        is_added)
-            added = tf.RaggedTensor.from_row_lengths(added_ids, tf.cast(is_added, tf.int64))
-            per_segment = tf.concat([plain, added], axis=1)  # each row is one or the other
-            return segments.with_flat_values(per_segment).merge_dims(-2, -1)
-
-    return WordPieceEncoder
-
-
-def text_encoder(tokenizer, max_length: int, truncation: str = "head", workdir: str | Path | None = None):
-    """An in-graph copy of ``tokenizer`` (a tf.Module with ``encode(texts, pairs=None)``), or a TfbertError.
-
-    WordPiece (fast BERT-family) and SentencePiece (slow XLM-R, CamemBERT, ALBERT) tokenizers have one.
-    ``workdir`` holds the vocab.txt a WordPiece lookup table reads (a fresh temporary folder if None).
-
-    Example:
-        >>> ids, mask, types = text_encoder(tokenizer, 128).encode(tf.constant(["Héllo world"]))  # doctest: +SKIP
-    """
-    spec, reason = _graph_spec(tokenizer)
-    if spec is None:
-        raise TfbertError(f"tokenizer {type(tokenizer).__name__}: {reason}")
-    if truncation not in TRUNCATIONS:
-        raise TfbertError(f"--truncation {truncation}: choose one of {', '.join(TRUNCATIONS)}")
-    if spec["kind"] == "sentencepiece":
-        from tfbert.export_sentencepiece import sentencepiece_encoder
-
-        return sentencepiece_encoder(spec, max_length, truncation)
-    folder = Path(workdir or tempfile.mkdtemp(prefix="tfbert-vocab-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab_file = folder / "vocab.txt"
-    vocab_file.write_text("".join(token + "\n" for token in spec["vocab"]), encoding="utf-8")
-    tables = bert_unicode_tables(spec["clean_text"], spec["strip_accents"], spec["lowercase"])
-    return _wordpiece_encoder_class()(spec, tables, str(vocab_file), max_length, truncation)
 
 
 def _next_version(base: Path) -> int:
@@ -648,15 +267,13 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
                                               "outputs": OUTPUTS}
         from tfbert.tokenizers import describe_tokenizer
 
-        metadata = {
-            "labels": labels,
-            "max_length": max_length,
-            "truncation": truncation,
+        settings = ModelSettings(labels=labels, max_length=max_length, truncation=truncation,
+                                 uses_token_type_ids=uses_token_types)
+        export_only = {  # what this export adds to the settings every model folder records
             "in_graph_tokenization": exact,
             "tokenization_note": reason,
             "tokenizer_files": str(EXTRA / "tokenizer"),
             "tokenizer": describe_tokenizer(tokenizer),
-            "uses_token_type_ids": uses_token_types,
             "probabilities_dtype": "float32",
             "compute_policy": getattr(getattr(model, "dtype_policy", None), "name", "float32"),
             "weights": "graph constants" if weights_in_graph else "variables",
@@ -666,7 +283,7 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         tf.saved_model.save(module, str(staging), signatures=signatures)
         shutil.rmtree(staging / ".vocab", ignore_errors=True)  # copied into assets/ by the save
         _write_warmup_requests(staging / WARMUP_REQUESTS, signatures)
-        (staging / EXTRA / METADATA).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
+        settings.write(staging / EXTRA, METADATA, **export_only)
         target = base / str(version)
         os.rename(staging, target)  # fails rather than replace if another export took this number meanwhile
     except OSError as error:
@@ -696,101 +313,3 @@ def resolve_version(path: str | Path) -> Path:
     if not versions:
         raise TfbertError(f"--model {path}: no saved_model.pb here or in numbered version folders")
     return path / str(versions[0])
-
-
-class SavedModelPredictor:
-    """Predictions from an exported SavedModel (a version folder, or a base path: the newest version).
-
-    Calls ``serving_default`` / ``predict_text_pair`` with raw text when the export tokenises in the graph,
-    else tokenises with the tokenizer shipped in the export and calls ``predict_ids``.
-
-    Example:
-        >>> predictor = SavedModelPredictor("output/.../saved_model")  # doctest: +SKIP
-        >>> predictor.predict(["great value"]), predictor.labels  # doctest: +SKIP
-        (array([[0.1, 0.9]], dtype=float32), ['neg', 'pos'])
-    """
-
-    def __init__(self, path: str | Path, batch_size: int = 64):
-        import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (registers the tokenizer ops the graph uses)
-
-        self.path = resolve_version(path)
-        self.batch_size = batch_size
-        extra = self.path / EXTRA
-        self.metadata = json.loads((extra / METADATA).read_text(encoding="utf-8")) if (extra / METADATA).is_file() else {}
-        self.loaded = tf.saved_model.load(str(self.path))
-        self.labels = list(self.metadata.get("labels") or [])
-        self.tokenizer = None
-        if "serving_default" not in self.loaded.signatures or not self.metadata.get("in_graph_tokenization", True):
-            if not (extra / "tokenizer").is_dir():
-                raise TfbertError(f"--model {self.path}: the export has no text signature and no tokenizer in "
-                                  f"{EXTRA}/tokenizer; re-export it with tfbert")
-            from tfbert.tokenizers import load_tokenizer
-
-            self.tokenizer = load_tokenizer(str(extra / "tokenizer"))  # its saved config keeps the word splitter
-
-    def _call(self, batch: list[str], pairs: Optional[list[str]]) -> np.ndarray:
-        import tensorflow as tf
-
-        if self.tokenizer is None:
-            if pairs is not None:
-                out = self.loaded.signatures["predict_text_pair"](text=tf.constant(batch), text_pair=tf.constant(pairs))
-            else:
-                out = self.loaded.signatures["serving_default"](text=tf.constant(batch))
-        else:
-            from tfbert.data.pipeline import encode_batch
-
-            encoded = encode_batch(self.tokenizer, batch, pairs, self.metadata["max_length"],
-                                   self.metadata.get("truncation", "head"), count_tokens=False)
-            padded = self.tokenizer.pad({k: encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids")
-                                         if k in encoded}, return_tensors="np")
-            feeds = {k: tf.constant(padded[k], tf.int64) for k in padded}
-            feeds.setdefault("token_type_ids", tf.zeros_like(feeds["input_ids"]))
-            out = self.loaded.signatures["predict_ids"](**feeds)
-        return out["probabilities"].numpy()
-
-    @functools.cached_property
-    def _length_tokenizer(self):
-        """The shipped tokenizer when it is a fast one (cheap to run over every text), else None."""
-        if self.tokenizer is None and not (self.path / EXTRA / "tokenizer").is_dir():
-            return None
-        from tfbert.tokenizers import load_tokenizer
-
-        tokenizer = self.tokenizer or load_tokenizer(str(self.path / EXTRA / "tokenizer"))
-        return tokenizer if tokenizer.is_fast else None
-
-    def _lengths(self, texts: list[str], pairs: Optional[list[str]]) -> list[int]:
-        """Tokens per example from the shipped tokenizer when it is a fast one, else characters.
-
-        Counting tokens costs ~1 % of predicting; on AG News batches of 32 sorted by characters were
-        padded to 69 tokens on average, sorted by tokens to 54 (the texts have 53).
-        """
-        if self._length_tokenizer is not None:
-            ids = self._length_tokenizer(texts, pairs, add_special_tokens=False, return_attention_mask=False,
-                                         return_token_type_ids=False, verbose=False)["input_ids"]
-            return [len(row) for row in ids]
-        return [len(text) + (len(pairs[i]) if pairs is not None else 0) for i, text in enumerate(texts)]
-
-    def predict(self, texts: list[str], text_pairs: Optional[list[str]] = None,
-                sort_by_length: bool = True) -> np.ndarray:
-        """Probabilities [len(texts), len(labels)] (float32), in batches of ``batch_size``.
-
-        With ``sort_by_length``, texts are batched in order of length so that each batch carries
-        little padding; the result is in the input's order either way.
-        """
-        if text_pairs is not None and len(text_pairs) != len(texts):
-            raise TfbertError(f"text_pairs: {len(text_pairs)} pairs for {len(texts)} texts; give one per text")
-        texts = list(texts)
-        pairs = list(text_pairs) if text_pairs is not None else None
-        # One batch holds the texts in any order: measuring them would be wasted.
-        sort = sort_by_length and len(texts) > self.batch_size
-        order = np.argsort(self._lengths(texts, pairs), kind="stable") if sort else np.arange(len(texts))
-        chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            chunks.append(self._call([texts[i] for i in batch], [pairs[i] for i in batch] if pairs is not None else None))
-        if not chunks:
-            return np.zeros((0, len(self.labels)), np.float32)
-        probabilities = np.empty((len(texts), chunks[0].shape[1]), np.float32)
-        probabilities[order] = np.concatenate(chunks)
-        return probabilities

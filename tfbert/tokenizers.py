@@ -17,7 +17,7 @@ from tfbert.errors import TfbertError
 
 # SentencePiece checkpoints load their slow tokenizer: it runs the SentencePiece model itself (as in
 # pre-training), while the fast one re-implements it and tokenises some texts differently, and only the slow
-# one has an exact in-graph copy for the SavedModel (tfbert.export_sentencepiece). Class: model file.
+# one has an exact in-graph copy for the SavedModel (tfbert.graph_tokenizers.sentencepiece). Class: model file.
 SENTENCEPIECE_SLOW = {"XLMRobertaTokenizer": "sentencepiece.bpe.model", "CamembertTokenizer": "sentencepiece.bpe.model",
                       "AlbertTokenizer": "spiece.model"}
 _MODEL_TYPE_TOKENIZERS = {"xlm-roberta": "XLMRobertaTokenizer", "camembert": "CamembertTokenizer",

@@ -17,16 +17,16 @@ copy, so an export never tokenises differently from training (tfbert loads the s
 
 Example:
     >>> spec, why = sentencepiece_spec(XLMRobertaTokenizer("sentencepiece.bpe.model"))  # doctest: +SKIP
-    >>> ids, mask, types = sentencepiece_encoder(spec, 128, "head").encode(tf.constant(["Héllo"]))  # doctest: +SKIP
+    >>> spec["kind"], spec["preprocess"]  # doctest: +SKIP
+    ('sentencepiece', None)
 """
 
 from __future__ import annotations
 
-import functools
 import unicodedata
 from typing import Optional
 
-from tfbert.export import UNMAPPED, _char_class, framed_encoder_class
+from tfbert.graph_tokenizers.common import CASE_IGNORABLE, CASED, UNMAPPED, framed_encoder_class, python_text_tables
 # The slow tokenizer classes whose tokenisation is SentencePiece plus the steps above, and their model file.
 from tfbert.tokenizers import SENTENCEPIECE_SLOW as SENTENCEPIECE_TOKENIZERS
 
@@ -36,49 +36,11 @@ WORD_START = "\u2581"  # SentencePiece's "▁"
 # it: no character table, pattern or (checked) added token touches those control characters.
 ESCAPES = (("\x01", "\x01\x03"), ("\x00", "\x01\x02"))
 BOUNDARY = "\x00"
-CASED, CASE_IGNORABLE = 1, 2
 
 
 def is_sentencepiece(tokenizer) -> bool:
     """Whether ``tokenizer`` is of a SentencePiece family tfbert knows (slow or fast)."""
     return type(tokenizer).__name__.removesuffix("Fast") in SENTENCEPIECE_TOKENIZERS
-
-
-def _every_character():
-    return (chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
-
-
-@functools.lru_cache(maxsize=1)
-def python_text_tables() -> dict:
-    """How this Python's str methods and unicodedata treat every code point (about a second, cached).
-
-    ``whitespace`` and ``digits``: RE2 classes of str.isspace() / str.isdigit(); ``lower``: each character that
-    str.lower() changes, mapped to its result; ``nfkd_strip``: each character that NFKD without combining
-    characters changes; ``sigma``: CASED or CASE_IGNORABLE for the characters that decide Σ's final form
-    (probed through str.lower() itself, which has no other window on those Unicode properties).
-
-    Example:
-        >>> python_text_tables()["nfkd_strip"]["é"]  # doctest: +SKIP
-        'e'
-    """
-    whitespace, digits, lower, nfkd_strip, sigma = [], [], {}, {}, {}
-    for c in _every_character():
-        if c.isspace():
-            whitespace.append(ord(c))
-        if c.isdigit():
-            digits.append(ord(c))
-        if c.lower() != c:
-            lower[c] = c.lower()
-        stripped = "".join(x for x in unicodedata.normalize("NFKD", c) if not unicodedata.combining(x))
-        if stripped != c:
-            nfkd_strip[c] = stripped
-        # Σ is final after a cased character (case-ignorable ones skipped) unless one follows.
-        if (c + "Σ").lower()[-1] == "ς":
-            sigma[c] = CASED
-        elif ("A" + c + "Σ").lower()[-1] == "ς":
-            sigma[c] = CASE_IGNORABLE
-    return {"whitespace": _char_class(whitespace), "digits": _char_class(digits), "lower": lower,
-            "nfkd_strip": nfkd_strip, "sigma": sigma}
 
 
 def _re2_literal(token: str) -> str:
@@ -328,5 +290,11 @@ def _sentencepiece_encoder_class():
 
 
 def sentencepiece_encoder(spec: dict, max_length: int, truncation: str):
-    """The in-graph tokenizer (a tf.Module with ``encode(texts, pairs=None)``) for a :func:`sentencepiece_spec`."""
+    """The in-graph tokenizer (a tf.Module with ``encode(texts, pairs=None)``) for a :func:`sentencepiece_spec` with
+    the framing added (``template``, ``longest_first``, ``pad``: :func:`tfbert.graph_tokenizers.text_encoder`
+    adds them and calls this).
+
+    Example:
+        >>> encoder = text_encoder(XLMRobertaTokenizer("sentencepiece.bpe.model"), 128)  # doctest: +SKIP
+    """
     return _sentencepiece_encoder_class()(spec, python_text_tables(), max_length, truncation)

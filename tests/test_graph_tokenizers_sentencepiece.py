@@ -10,12 +10,16 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-from test_export import SAMPLE, in_graph_ids, random_texts, saved_model_cli_signatures
+from test_export import saved_model_cli_signatures
+from test_graph_tokenizers_common import SAMPLE, in_graph_ids, random_texts
 
 from tfbert import modeling
 from tfbert.data.pipeline import encode_batch
 from tfbert.evaluation import predict_probabilities
-from tfbert.export import TRUNCATIONS, SavedModelPredictor, export_saved_model, in_graph_tokenization
+from tfbert.export import export_saved_model
+from tfbert.graph_tokenizers import in_graph_tokenization
+from tfbert.graph_tokenizers.common import TRUNCATIONS
+from tfbert.predictors import SavedModelPredictor
 
 ENGLISH = "The quick brown Fox jumps over the lazy dog . Café naïve résumé Über straße GOOD item price".split()
 JAPANESE = ["この", "商品", "は", "最高", "です", "最悪", "とても", "良い", "届き", "ました", "。", "、"]

@@ -1,0 +1,93 @@
+"""What a predictor needs beyond the weights and the tokenizer files: one schema for the three places it is written.
+
+    model/tfbert.json                               beside save_pretrained's files
+    saved_model/<v>/assets.extra/tfbert/metadata.json   the same keys, and what the export adds (signatures, ...)
+    compact/tfbert.json                             the same keys, and the TFLite file's format
+
+Files written before this schema still read: keys it does not know are ignored, missing ones take their defaults.
+
+Example:
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = ModelSettings(labels=["neg", "pos"], max_length=128).write(folder)
+    >>> ModelSettings.read(folder).max_length
+    128
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+SETTINGS_FILE = "tfbert.json"
+
+
+@dataclass
+class ModelSettings:
+    """How texts become the model's inputs, and what its outputs mean.
+
+    Attributes:
+        labels: label names by class index ([] in folders written before labels were recorded: the model's
+            config.json has them too).
+        max_length: tokens per text including the special tokens, as in training (None: the model's limit).
+        truncation: head, tail or head_tail, as in training.
+        word_tokenizer: the word splitter of a Japanese tokenizer (None: the tokenizer's own).
+        uses_token_type_ids: whether the model reads token type ids (None: not recorded).
+        head_hidden_size: the hidden size of the MLP head set on a frozen encoder; 0 for the checkpoint's own
+            head, None where it is not recorded (the exports' graphs hold the head whatever it is).
+        left_out_layers: encoder layers of the trained model this one leaves out (the compact export's search).
+    """
+
+    labels: list[str] = field(default_factory=list)
+    max_length: Optional[int] = None
+    truncation: str = "head"
+    word_tokenizer: Optional[str] = None
+    uses_token_type_ids: Optional[bool] = None
+    head_hidden_size: Optional[int] = None
+    left_out_layers: list[int] = field(default_factory=list)
+
+    def to_json(self, **extra: Any) -> dict:
+        """The settings as a JSON object, followed by ``extra`` keys (what one kind of file adds).
+
+        Example:
+            >>> ModelSettings(labels=["a"]).to_json(format="tflite")["format"]
+            'tflite'
+        """
+        return {**dataclasses.asdict(self), **extra}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ModelSettings":
+        """Settings from a JSON object, ignoring the keys that are not settings (an export's own, or old ones).
+
+        Example:
+            >>> ModelSettings.from_json({"max_length": 64, "signatures": {}}).max_length
+            64
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def write(self, folder: str | Path, name: str = SETTINGS_FILE, **extra: Any) -> Path:
+        """Write ``folder/name`` (``extra``: keys this file adds after the settings) and return its path.
+
+        Example:
+            >>> ModelSettings(max_length=32).write("output/run/model").name  # doctest: +SKIP
+            'tfbert.json'
+        """
+        path = Path(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(**extra), indent=2, ensure_ascii=False), encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, folder: str | Path, name: str = SETTINGS_FILE) -> "ModelSettings":
+        """The settings in ``folder/name``; the defaults when there is no such file (a plain save_pretrained folder).
+
+        Example:
+            >>> ModelSettings.read("output/run/model").truncation  # doctest: +SKIP
+            'head'
+        """
+        path = Path(folder) / name
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else cls()
