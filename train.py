@@ -9,11 +9,14 @@ from tfbert.cli import run_main, setup_logging
 def main() -> int:
     import json
 
+    from tfbert import runtime
     from tfbert.config import parse_train_args
-    from tfbert.experiment import train
 
     config = parse_train_args()
-    setup_logging(config.training.quiet or config.training.json)
+    setup_logging(config.training.quiet or config.training.json, config.training.verbose)
+    runtime.import_tensorflow(config.training.verbose)
+    from tfbert.experiment import train
+
     summary = train(config, report=(lambda line: None) if config.training.json else print)
     if config.training.json:
         print(json.dumps(summary))

@@ -47,3 +47,13 @@ def test_bench_prints_one_json_object_consistent_with_its_run(tiny_model_dir, tm
         assert report["compact_layer_search_seconds"] is None
     finally:
         shutil.rmtree(run.parents[3], ignore_errors=True)  # the bench's own temporary folder
+
+
+def test_bench_help_is_its_own_and_names_what_it_forces():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    completed = subprocess.run([sys.executable, "-m", "tfbert.bench", "--help"], env=env, capture_output=True,
+                               text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    help_text = " ".join(completed.stdout.split())
+    assert help_text.startswith("usage: python -m tfbert.bench") and "train.py [" not in help_text
+    assert "--export_tflite, --patience 0" in help_text

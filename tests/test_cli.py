@@ -154,6 +154,7 @@ def _assert_clean_failure(completed: subprocess.CompletedProcess, *fragments: st
         ("good", ["--train_file", "data.jsonl", "--max_length", "100"], ["--max_length 100", "limit of 64"]),
         ("good", ["--train_file", "data.jsonl", "--model_name", "not_a_model"], ["--model_name not_a_model"]),
         ("good", ["--train_file", "data.jsonl", "--epochs", "0", "--lr", "5"], ["--epochs", "--lr"]),
+        ("headerless", ["--train_file", "data.csv"], ["first row looks like data", "--columns label,text"]),
     ],
 )
 def test_bad_training_input_is_one_line_exit_2_and_no_run(tiny_model_dir, tmp_path, setup, args, fragments):
@@ -171,6 +172,8 @@ def test_bad_training_input_is_one_line_exit_2_and_no_run(tiny_model_dir, tmp_pa
         write_jsonl(tmp_path / "data.jsonl", [{"text": r["text"], "label": "pos"} for r in rows])
     elif setup == "latin1":
         (tmp_path / "data.csv").write_bytes("text,label\ngood,pos\ncaf\xe9 bad,neg\n".encode("latin-1"))
+    elif setup == "headerless":
+        (tmp_path / "data.csv").write_text("".join(f"{r['label']},{r['text']}\n" for r in rows), encoding="utf-8")
     elif setup == "good":
         write_jsonl(tmp_path / "data.jsonl", rows)
         (tmp_path / "not_a_model").mkdir()
@@ -209,3 +212,47 @@ def test_bfloat16_training_exports_bfloat16_with_float32_probabilities(tiny_mode
     probabilities = served.predict(texts)
     assert probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities, KerasPredictor(run / "model").predict(texts), atol=1e-2)
+
+
+# What TensorFlow's C++ side and the libraries print while starting; none of it may reach a user by default.
+STARTUP_NOISE = ("cudart_stub", "absl::InitializeLog", "cuInit", "oneDNN custom operations", "Unable to register cu",
+                 "computation placer", "TensorFlow version", "Disabling PyTorch")
+
+
+def test_infer_prints_one_line_and_no_startup_noise(trained_run):
+    run, work = trained_run["run"], trained_run["work"]
+    completed = run_cli("infer.py", "--model", str(run), "great phone really good", cwd=work)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert len(completed.stdout.splitlines()) == 1 and completed.stdout.endswith("\tgreat phone really good\n")
+    assert not [line for line in completed.stderr.splitlines() if any(n in line for n in STARTUP_NOISE)], \
+        completed.stderr[-3000:]
+    verbose = run_cli("infer.py", "--model", str(run), "--verbose", "great phone really good", cwd=work)
+    assert verbose.returncode == 0 and verbose.stdout == completed.stdout  # start-up lines may show on stderr
+
+
+def test_infer_refuses_empty_texts_and_pairs_for_a_single_text_model(trained_run, tmp_path):
+    run = str(trained_run["run"])
+    _assert_clean_failure(run_cli("infer.py", "", "--model", run, cwd=tmp_path), "text 1", "empty")
+    (tmp_path / "texts.jsonl").write_text('{"text": "good"}\n\n{"text": "bad"}\n', encoding="utf-8")
+    _assert_clean_failure(run_cli("infer.py", "--file", "texts.jsonl", "--model", run, cwd=tmp_path),
+                          "--file texts.jsonl", "line 2 is empty")
+    _assert_clean_failure(run_cli("infer.py", "a title", "--text_pair", "its body", "--model", run, cwd=tmp_path),
+                          "--text_pair", "trained on single texts")
+
+
+@pytest.mark.slow
+def test_headerless_tsv_trains_with_columns_and_max_samples(tiny_model_dir, tmp_path):
+    rows = make_rows(150)
+    # Headerless, text<TAB>label with a trailing tab on each row, as in several public Japanese sets.
+    (tmp_path / "train.tsv").write_text("".join(f"{r['text']}\t{r['label']}\t\n" for r in rows), encoding="utf-8")
+    completed = run_cli("train.py", "--train_file", "train.tsv", "--columns", "text,label", "--model_name",
+                        str(tiny_model_dir), "--epochs", "1", "--max_length", "32", "--precision", "float32",
+                        "--max_train_samples", "60", "--max_eval_samples", "9", "--quiet", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert not [line for line in completed.stderr.splitlines() if any(n in line for n in STARTUP_NOISE)]
+    config = json.loads(next((tmp_path / "output" / "train").glob("*/*/config.json")).read_text())
+    assert config["labels"] == ["neg", "neu", "pos"]
+    assert config["data"]["sizes"] == {"train": 60, "validation": 9, "test": 9}
+    settings = config["settings"]["data"]
+    assert (settings["columns"], settings["max_train_samples"], settings["max_eval_samples"]) == ("text,label", 60, 9)
+    assert config["data"]["text_pair"] is False

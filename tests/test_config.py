@@ -1,6 +1,6 @@
 import pytest
 
-from tfbert.config import dataset_name, parse_split_ratio, parse_train_args
+from tfbert.config import parse_split_ratio, parse_train_args
 from tfbert.errors import TfbertError
 
 
@@ -10,7 +10,6 @@ def test_defaults_and_flags():
     assert config.training.lr == pytest.approx(3e-5)
     assert config.model.freeze_encoder is True and config.model.head_hidden_size == 16
     assert config.data.max_length == 128 and config.training.batch_size == 32
-    assert dataset_name(config) == "demo_reviews"
 
 
 def test_split_ratio():
@@ -68,3 +67,33 @@ def test_compact_layer_flags():
     for value in ("-0.1", "1"):
         with pytest.raises(TfbertError, match="--compact_max_f1_drop must be in"):
             parse_train_args(["--compact_max_f1_drop", value])
+
+
+def test_data_flags_are_checked_together():
+    config = parse_train_args(["--columns", "label,text", "--max_train_samples", "100", "--max_eval_samples", "20"])
+    assert (config.data.columns, config.data.max_train_samples, config.data.max_eval_samples) == ("label,text", 100, 20)
+    with pytest.raises(TfbertError) as error:
+        parse_train_args(["--columns", "a,b,b", "--max_train_samples", "0", "--max_eval_samples", "-1"])
+    message = str(error.value)
+    for named in ("--max_train_samples", "--max_eval_samples", "distinct", "no 'text' column", "--label_column"):
+        assert named in message, named
+    assert parse_train_args(["--columns", "_,body,label", "--text_column", "body"]).data.text_column == "body"
+
+
+def test_infer_and_serve_flags_collect_every_problem():
+    from tfbert.cli import parse_infer_args, parse_serve_args
+
+    config = parse_infer_args(["--json", "a title", "--text_pair", "its body", "--top_k", "2"])
+    assert (config.texts, config.text_pair, config.json, config.top_k) == (["a title"], ["its body"], True, 2)
+    with pytest.raises(TfbertError) as error:
+        parse_infer_args(["", "x", "--top_k", "0", "--text_pair", "p", "--model", "m", "--server", "http://h"])
+    for named in ("--top_k", "--text_pair given 1 time(s) for 2", "text 1 on the command line is empty",
+                  "--model or --server"):
+        assert named in str(error.value), named
+    assert parse_serve_args(["--port", "9000", "--verbose"]).port == 9000
+    with pytest.raises(TfbertError) as error:
+        parse_serve_args(["--port", "0", "--max_batch", "0", "--max_body_bytes", "0", "--model_name", "a/b"])
+    for named in ("--port must be in 1-65535", "--max_batch", "--max_body_bytes", "--model_name 'a/b'"):
+        assert named in str(error.value), named
+    with pytest.raises(TfbertError, match="--port"):
+        parse_serve_args(["--port", "70000"])

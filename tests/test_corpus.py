@@ -86,3 +86,36 @@ def test_entirely_empty_column(tmp_path):
     path.write_text("text,label\n,a\n,b\n", encoding="utf-8")
     with pytest.raises(TfbertError, match="column 'text' is entirely empty"):
         load_corpus(DataConfig(train_file=str(path)), seed=0)
+
+
+def test_headerless_csv_and_tsv_load_with_columns(tmp_path):
+    rows = make_rows(60)
+    ids = {"neg": "0", "neu": "1", "pos": "2"}
+    (tmp_path / "h.csv").write_text("".join(f"{ids[r['label']]},{r['text']}\n" for r in rows), encoding="utf-8")
+    (tmp_path / "h.tsv").write_text("".join(f"{r['text']}\t{r['label']}\t\n" for r in rows), encoding="utf-8")
+    by_csv = load_corpus(DataConfig(train_file=str(tmp_path / "h.csv"), columns="label,text",
+                                    label_names="neg,neu,pos"), seed=1)
+    by_tsv = load_corpus(DataConfig(train_file=str(tmp_path / "h.tsv"), columns="text,label"), seed=1)
+    for corpus in (by_csv, by_tsv):
+        assert corpus.label_names == ["neg", "neu", "pos"] and sum(corpus.sizes().values()) == 60
+    assert by_csv.split_record["rows"] == by_tsv.split_record["rows"]
+    assert by_tsv.splits["train"]["label"] == by_csv.splits["train"]["label"]
+    for name, fix in (("h.csv", "--columns label,text"), ("h.tsv", "--columns text,label")):
+        with pytest.raises(TfbertError, match="first row looks like data") as error:
+            load_corpus(DataConfig(train_file=str(tmp_path / name)), seed=1)
+        assert fix in str(error.value) and "\n" not in str(error.value)
+
+
+def test_max_samples_take_stratified_subsets_after_splitting(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", make_rows(300))
+    full = load_corpus(DataConfig(train_file=str(path)), seed=7)
+    small = load_corpus(DataConfig(train_file=str(path), max_train_samples=60, max_eval_samples=9), seed=7)
+    assert small.sizes() == {"train": 60, "validation": 9, "test": 9}
+    assert sorted(small.splits["train"]["label"]) == [0] * 20 + [1] * 20 + [2] * 20
+    for split in ("train", "validation", "test"):  # the same splits, cut down
+        assert set(small.split_record["rows"][split]) <= set(full.split_record["rows"][split])
+        assert sorted(small.splits[split]["row_id"]) == small.split_record["rows"][split]
+    assert small.split_record["subset"]["validation"] == "stratified 9 of 30 rows"
+    same = load_corpus(DataConfig(train_file=str(path), max_train_samples=60, max_eval_samples=9), seed=7)
+    assert same.split_record["rows"] == small.split_record["rows"]
+    assert load_corpus(DataConfig(train_file=str(path), max_train_samples=1000), seed=7).sizes() == full.sizes()

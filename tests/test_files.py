@@ -53,3 +53,32 @@ def test_fingerprint_follows_content(tmp_path):
     first = file_fingerprint(path)
     path.write_text("text,label\na,2\n", encoding="utf-8")
     assert file_fingerprint(path) != first
+
+
+def test_headerless_files_take_their_names_from_columns(tmp_path):
+    from tfbert.data.files import header_looks_like_data, suggest_columns
+
+    (tmp_path / "a.csv").write_text('2,"great, really"\n0,awful\n', encoding="utf-8")
+    (tmp_path / "a.tsv").write_text("great\tpos\t\nawful\tneg\t\n", encoding="utf-8")  # a trailing tab on each row
+    (tmp_path / "b.tsv").write_text("id\ttext\tlabel\n1\tgreat\tpos\n", encoding="utf-8")
+    csv_frame = read_table(tmp_path / "a.csv", columns=["label", "text"])
+    assert csv_frame.to_dict("records") == [{"label": "2", "text": "great, really"}, {"label": "0", "text": "awful"}]
+    tsv_frame = read_table(tmp_path / "a.tsv", columns=["text", "label"])
+    assert tsv_frame.to_dict("records") == [{"text": "great", "label": "pos"}, {"text": "awful", "label": "neg"}]
+    assert read_table(tmp_path / "b.tsv", columns=["_", "text", "label"]).columns.tolist() == ["text", "label"]
+    with pytest.raises(TfbertError, match="--columns label,text,_: names 3 column.* has 2"):
+        read_table(tmp_path / "a.csv", columns=["label", "text", "_"])
+    (tmp_path / "a.jsonl").write_text('{"text": "a", "label": "b"}\n', encoding="utf-8")
+    with pytest.raises(TfbertError, match="--columns is for CSV/TSV"):
+        read_table(tmp_path / "a.jsonl", columns=["text", "label"])
+    assert header_looks_like_data(["2", "great, really"]) and not header_looks_like_data(["label", "text"])
+    assert suggest_columns(["great product, works well", "pos"]) == "text,label"
+
+
+def test_trailing_delimiters_are_ignored_and_extra_fields_named(tmp_path):
+    (tmp_path / "a.tsv").write_text("text\tlabel\ngood\tpos\t\nbad\tneg\t\n", encoding="utf-8")
+    assert read_table(tmp_path / "a.tsv").to_dict("records") == [{"text": "good", "label": "pos"},
+                                                                  {"text": "bad", "label": "neg"}]
+    (tmp_path / "b.csv").write_text("text,label\ngood,pos\nbad, really bad,neg\n", encoding="utf-8")
+    with pytest.raises(TfbertError, match="line 3 has 3 fields, the header 2; quote fields"):
+        read_table(tmp_path / "b.csv")

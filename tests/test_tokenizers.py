@@ -69,3 +69,33 @@ def test_sentencepiece_tokenizer_trained_here(tmp_path):
 def test_unloadable_tokenizer_is_one_line(tmp_path):
     with pytest.raises(TfbertError, match="cannot load its tokenizer"):
         load_tokenizer(str(tmp_path))
+
+
+def test_basic_word_splitter_warns_once_on_unspaced_japanese(japanese_bert_folder, caplog):
+    from tfbert.tokenizers import _warn_once, warn_unspaced_runs
+
+    _warn_once.cache_clear()
+    basic = load_tokenizer(str(japanese_bert_folder), word_tokenizer="basic")
+    mecab = load_tokenizer(str(japanese_bert_folder), word_tokenizer="mecab")
+    unspaced = ["この商品は最高です。また買いたい。", "値段が安いのにとても良い。"]
+    spaced = ["この 商品 は 最高 です 。", "値段 が 安い 。"]
+    with caplog.at_level("WARNING", logger="tfbert.tokenizers"):
+        assert warn_unspaced_runs(basic, unspaced) and warn_unspaced_runs(basic, unspaced)
+        assert not warn_unspaced_runs(basic, spaced)
+        assert not warn_unspaced_runs(mecab, unspaced)
+    warnings = [r.getMessage() for r in caplog.records if "--word_tokenizer basic" in r.getMessage()]
+    assert len(warnings) == 1 and "--word_tokenizer mecab" in warnings[0]
+
+
+def test_tokenize_warns_about_unspaced_text(japanese_bert_folder, caplog):
+    import datasets
+
+    from tfbert.data.pipeline import tokenize
+    from tfbert.tokenizers import _warn_once
+
+    _warn_once.cache_clear()
+    basic = load_tokenizer(str(japanese_bert_folder), word_tokenizer="basic")
+    splits = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["この商品は最高です。"] * 4})})
+    with caplog.at_level("WARNING", logger="tfbert.tokenizers"):
+        tokenize(splits, basic, max_length=16)
+    assert any("unspaced Japanese" in r.getMessage() for r in caplog.records)

@@ -84,15 +84,26 @@ def _measure_compact(folder: Path, texts: list[str], labels: np.ndarray, label_n
     }
 
 
+BENCH_DESCRIPTION = (
+    "Train with train.py's flags, then measure the SavedModel and the compact export; print one JSON object. "
+    "It always adds --export_tflite, --patience 0 (every epoch runs), --quiet, and --output_dir/--plots_dir "
+    "in a temporary folder, whatever is given for them."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     from tfbert.cli import setup_logging
     from tfbert.config import parse_train_args
 
     argv = list(sys.argv[1:] if argv is None else argv)
     workdir = Path(tempfile.mkdtemp(prefix="tfbert-bench-"))
-    config = parse_train_args(argv + ["--quiet", "--output_dir", str(workdir / "output"),
-                                      "--plots_dir", str(workdir / "plots"), "--patience", "0", "--export_tflite"])
-    setup_logging(quiet=True)
+    forced = ["--quiet", "--output_dir", str(workdir / "output"), "--plots_dir", str(workdir / "plots"),
+              "--patience", "0", "--export_tflite"]
+    config = parse_train_args(argv + forced, prog="python -m tfbert.bench", description=BENCH_DESCRIPTION)
+    setup_logging(quiet=True, verbose=config.training.verbose)
+    from tfbert import runtime
+
+    runtime.import_tensorflow(config.training.verbose)
     from tfbert.experiment import train
 
     summary = train(config, report=lambda line: None)

@@ -20,6 +20,7 @@ from tfbert.errors import TfbertError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_DATASET = "demo_reviews"
+VERBOSE_HELP = "also show TensorFlow's start-up lines and the libraries' info logs (hidden by default)"
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -57,6 +58,11 @@ class DataConfig:
         "column holding a second text (sentence pairs, title + body)", default=None
     )
     label_column: str = _help("column holding the label (strings or integers)", default="label")
+    columns: Optional[str] = _help(
+        "column names of CSV/TSV files without a header row, in order, e.g. label,text (_ skips a column); "
+        "applies to every file of the run",
+        default=None,
+    )
     label_names: Optional[str] = _help(
         "comma-separated label names fixing their order (default: sorted labels of the training data)",
         default=None,
@@ -67,6 +73,14 @@ class DataConfig:
     )
     split_ratio: str = _help(
         "train:validation:test ratio used for the splits not given as files", default="8:1:1"
+    )
+    max_train_samples: Optional[int] = _help(
+        "keep a seeded stratified subset of this many training examples, after splitting (quick trials)",
+        default=None,
+    )
+    max_eval_samples: Optional[int] = _help(
+        "keep a seeded stratified subset of this many examples of the validation and of the test split",
+        default=None,
     )
     dedupe: bool = _help(
         "remove duplicate texts and texts of a later split found in an earlier one", default=False
@@ -102,7 +116,8 @@ class ModelConfig:
         default=DEFAULT_MODEL,
     )
     word_tokenizer: Optional[str] = _help(
-        "Japanese BERT word splitter: mecab (fugashi + unidic-lite) or basic (no MeCab)",
+        "Japanese BERT word splitter: mecab (fugashi + unidic-lite) or basic (no MeCab; splits only at spaces "
+        "and punctuation, so unspaced Japanese stays one word per run and WordPiece cuts it greedily)",
         default=None,
         meta={"choices": ["mecab", "basic"]},
     )
@@ -186,6 +201,7 @@ class TrainingConfig:
     plots_dir: str = _help("where run figures are created", default="plots")
     quiet: bool = _help("no progress bars; print only the summary", default=False)
     json: bool = _help("print the summary as one JSON object", default=False)
+    verbose: bool = _help(VERBOSE_HELP, default=False)
 
 
 @dataclass
@@ -198,16 +214,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    @property
-    def split_fractions(self) -> tuple[float, float, float]:
-        return parse_split_ratio(self.data.split_ratio)
-
-    @property
-    def label_name_list(self) -> Optional[list[str]]:
-        if not self.data.label_names:
-            return None
-        return [name.strip() for name in self.data.label_names.split(",") if name.strip()]
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
@@ -230,24 +236,42 @@ def parse_split_ratio(text: str) -> tuple[float, float, float]:
     return tuple(round(p / total, 6) for p in parts)  # type: ignore[return-value]
 
 
-def build_parser():
-    """The parser of train.py: one flag per dataclass field (transformers' HfArgumentParser)."""
+TRAIN_DESCRIPTION = "Fine-tune a BERT-family encoder for text classification and write a complete run folder."
+
+
+def build_parser(prog: str = "train.py", description: str = TRAIN_DESCRIPTION):
+    """The parser of train.py (or of a command built on it): one flag per dataclass field (HfArgumentParser)."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(
-        tuple(_SECTIONS.values()),
-        prog="train.py",
-        description="Fine-tune a BERT-family encoder for text classification and write a complete run folder.",
-    )
-    return parser
+    return HfArgumentParser(tuple(_SECTIONS.values()), prog=prog, description=description)
 
 
-def parse_train_args(argv: Optional[list[str]] = None) -> TrainConfig:
+def parse_train_args(argv: Optional[list[str]] = None, prog: str = "train.py",
+                     description: str = TRAIN_DESCRIPTION) -> TrainConfig:
     """Parse train.py's command line into a validated :class:`TrainConfig`."""
-    sections = build_parser().parse_args_into_dataclasses(args=argv)
+    sections = build_parser(prog, description).parse_args_into_dataclasses(args=argv)
     config = TrainConfig(*sections)
     validate(config)
     return config
+
+
+def column_names(columns: Optional[str]) -> Optional[list[str]]:
+    """--columns as a list of names ('_' for a skipped column): "label,text,_" -> ['label', 'text', '_']."""
+    return [name.strip() for name in columns.split(",")] if columns else None
+
+
+def _data_problems(d: DataConfig) -> list[str]:
+    names = column_names(d.columns) or []
+    named = [n for n in names if n != "_"]
+    checks = [(value is not None and value < 1, f"{flag} must be at least 1") for flag, value in
+              (("--max_train_samples", d.max_train_samples), ("--max_eval_samples", d.max_eval_samples))]
+    checks.append(("" in names or len(set(named)) != len(named),
+                   f"--columns {d.columns}: give distinct, non-empty names separated by commas, e.g. label,text"))
+    for flag, column in (("--text_column", d.text_column), ("--label_column", d.label_column),
+                         ("--text_pair_column", d.text_pair_column)):
+        checks.append((names and column and column not in named,
+                       f"--columns {d.columns} names no {column!r} column; name one {column} or set {flag}"))
+    return [message for failed, message in checks if failed]
 
 
 def validate(config: TrainConfig) -> None:
@@ -280,6 +304,7 @@ def validate(config: TrainConfig) -> None:
         problems.append("--head_hidden_size must not be negative")
     if m.head_hidden_size and not m.freeze_encoder:
         problems.append("--head_hidden_size needs --freeze_encoder (the MLP head is for a frozen encoder)")
+    problems += _data_problems(d)
     if d.dataset and d.train_file:
         problems.append("give either --dataset or --train_file, not both")
     if (d.validation_file or d.test_file) and not d.train_file:
@@ -292,10 +317,80 @@ def validate(config: TrainConfig) -> None:
         raise TfbertError("; ".join(problems))
 
 
-def dataset_name(config: TrainConfig) -> str:
-    """The name a run is filed under: the preset, or the training file's stem."""
-    from pathlib import Path
+def _positional(text: str) -> Any:
+    """A field HfArgumentParser leaves out (init=False); its entry point adds it as a positional or repeated flag."""
+    return field(default_factory=list, init=False, metadata={"help": text})
 
-    if config.data.train_file:
-        return Path(config.data.train_file).stem or "custom"
-    return config.data.dataset or DEFAULT_DATASET
+
+@dataclass
+class InferConfig:
+    """Settings of infer.py: which model, which texts, how answers are printed."""
+
+    texts: list[str] = _positional("texts to classify")
+    text_pair: list[str] = _positional(
+        "second text of a pair, once per positional text in order (for models trained with --text_pair_column); "
+        "a pair model given no pairs answers with a warning, a single-text model given pairs is an error"
+    )
+    model: Optional[str] = _help("run folder, save_pretrained folder, SavedModel or compact/ TFLite folder "
+                                 "(default: newest run)", default=None)
+    output_dir: str = _help("where to look for the newest run", default="output")
+    server: Optional[str] = _help("URL of a TF Serving-compatible endpoint, e.g. "
+                                  "http://127.0.0.1:8501/v1/models/tfbert", default=None)
+    file: Optional[str] = _help("read texts from a file: one text a line (.txt), JSON Lines (.jsonl) or CSV/TSV "
+                                "with a header row", default=None)
+    text_column: str = _help("field/column holding the text in a JSON Lines or CSV/TSV --file", default="text")
+    text_pair_column: Optional[str] = _help("field/column holding the second text in a JSON Lines or CSV/TSV --file",
+                                            default=None)
+    top_k: int = _help("show the k most probable labels", default=1)
+    json: bool = _help("one JSON object per text", default=False)
+    verbose: bool = _help(VERBOSE_HELP, default=False)
+
+
+@dataclass
+class ServeConfig:
+    """Settings of serve.py: which SavedModel, where to listen, what one request may ask."""
+
+    model: Optional[str] = _help("run folder, SavedModel base path or version folder (default: newest run)",
+                                 default=None)
+    output_dir: str = _help("where to look for the newest run", default="output")
+    model_name: str = _help("the NAME in /v1/models/NAME", default="tfbert")
+    host: str = _help("address to bind (0.0.0.0 exposes it to the network)", default="127.0.0.1")
+    port: int = _help("TCP port, 1-65535 (TF Serving's REST port is 8501)", default=8501)
+    max_body_bytes: int = _help("larger requests get HTTP 413", default=4 * 1024 * 1024)
+    max_batch: int = _help("larger batches get HTTP 400", default=256)
+    verbose: bool = _help(VERBOSE_HELP, default=False)
+
+
+def validate_infer(config: InferConfig) -> None:
+    """Collect every problem with infer.py's settings and raise one error naming the flags."""
+    empty = ", ".join(str(i) for i, text in enumerate(config.texts, start=1) if not text.strip())
+    _raise_problems([
+        (config.top_k < 1, "--top_k must be at least 1"),
+        (config.model and config.server, "give either --model or --server, not both"),
+        (config.text_pair_column and not config.file,
+         "--text_pair_column needs --file (for texts on the command line use --text_pair)"),
+        (config.text_pair and len(config.text_pair) != len(config.texts),
+         f"--text_pair given {len(config.text_pair)} time(s) for {len(config.texts)} text(s); "
+         "give one --text_pair per positional text"),
+        (empty, f"text {empty} on the command line is empty; give non-empty texts"),
+    ])
+
+
+def validate_serve(config: ServeConfig) -> None:
+    """Collect every problem with serve.py's settings and raise one error naming the flags."""
+    import re
+
+    _raise_problems([
+        (not 1 <= config.port <= 65535, "--port must be in 1-65535"),  # 0 would bind a port nobody is told
+        (config.max_body_bytes < 1, "--max_body_bytes must be at least 1"),
+        (config.max_batch < 1, "--max_batch must be at least 1"),
+        (not re.fullmatch(r"[A-Za-z0-9._-]+", config.model_name),
+         f"--model_name {config.model_name!r}: use letters, digits, '.', '_' or '-' (it is part of the URL)"),
+        (not config.host.strip(), "--host must not be empty (e.g. 127.0.0.1)"),
+    ])
+
+
+def _raise_problems(checks: list[tuple[Any, str]]) -> None:
+    problems = [message for failed, message in checks if failed]
+    if problems:
+        raise TfbertError("; ".join(problems))

@@ -128,6 +128,7 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
         "labels": corpus.label_names,
         "data": {
             "name": corpus.name,
+            "text_pair": corpus.has_text_pair,  # infer.py checks that it is given pairs exactly when trained on them
             "sources": corpus.sources,
             "fingerprint": corpus.fingerprint,
             "sizes": corpus.sizes(),

@@ -172,3 +172,94 @@ def peak_rss_mib() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / 2**20 if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KiB on Linux
+
+
+# What TensorFlow's C++ side prints while it loads and looks for devices: set-up notes, not problems of the run.
+# They reach stderr before absl logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not hold them back.
+_STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "cudart_stub.cc",  # "Could not find cuda drivers on your machine, GPU will not be used."
+    "Unable to register cuDNN factory", "Unable to register cuFFT factory", "Unable to register cuBLAS factory",
+    "computation placer already registered",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "TF-TRT Warning: Could not find TensorRT",
+)
+# cuInit failing is expected where there is no NVIDIA device at all; with one, it is a real driver problem.
+_NO_GPU_NOISE = ("failed call to cuInit",)
+
+
+def has_nvidia_device() -> bool:
+    """Whether this machine has an NVIDIA device node (Linux: /dev/nvidia0, /dev/nvidiactl, ...)."""
+    import glob
+
+    return bool(glob.glob("/dev/nvidia*")) or sys.platform not in ("linux", "darwin")
+
+
+def is_startup_noise(line: str, gpu_present: bool) -> bool:
+    """Whether ``line`` is one of TensorFlow's start-up notes that :func:`import_tensorflow` holds back.
+
+    Example:
+        >>> is_startup_noise("I0000 00:00:17.1 4570 cudart_stub.cc:31] Could not find cuda drivers", False)
+        True
+    """
+    patterns = _STARTUP_NOISE + (() if gpu_present else _NO_GPU_NOISE)
+    return any(pattern in line for pattern in patterns)
+
+
+def import_tensorflow(verbose: bool = False):
+    """Import TensorFlow and let it find its devices, keeping its C++ start-up notes off the terminal.
+
+    While TensorFlow loads, file descriptor 2 goes to a buffer; afterwards every line of it except the
+    known notes (:func:`is_startup_noise`) is written to stderr, so real errors still show. With ``verbose``,
+    nothing is held back. Later imports of TensorFlow are then free and silent.
+
+    Example:
+        >>> tf = import_tensorflow()
+        >>> tf.constant(1).numpy()
+        1
+    """
+    if verbose or "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf
+    gpu_present = has_nvidia_device()
+    with _stderr_filtered(lambda line: is_startup_noise(line, gpu_present)):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the device search prints the cuInit line
+    return tf
+
+
+class _stderr_filtered:
+    """Send file descriptor 2 to a temporary file; on exit, restore it and replay the lines ``drop`` keeps."""
+
+    def __init__(self, drop):
+        self.drop, self.saved, self.buffer = drop, None, None
+
+    def __enter__(self):
+        import tempfile
+
+        try:
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+        except (OSError, ValueError):  # no usable fd 2 (a closed stderr): nothing to filter
+            return self
+        self.buffer = tempfile.TemporaryFile()
+        os.dup2(self.buffer.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.saved is None:
+            return False
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.buffer.seek(0)
+        kept = [line for line in self.buffer.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not self.drop(line)]
+        self.buffer.close()
+        if kept:
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+        return False

@@ -9,11 +9,19 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Optional
 
 from tfbert.errors import TfbertError
+
+logger = logging.getLogger(__name__)
+
+# A run of Japanese/Chinese characters with no space or punctuation in it, long enough to hold several words.
+_UNSPACED_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]{8,}")
 
 # SentencePiece checkpoints load their slow tokenizer: it runs the SentencePiece model itself (as in
 # pre-training), while the fast one re-implements it and tokenises some texts differently, and only the slow
@@ -67,7 +75,8 @@ def load_tokenizer(name_or_path: str, word_tokenizer: Optional[str] = None, **kw
     Args:
         name_or_path: a local folder or Hub id.
         word_tokenizer: for BertJapaneseTokenizer checkpoints, ``mecab`` (fugashi + unidic-lite) or
-            ``basic`` (no MeCab; splits on spaces, punctuation and CJK characters).
+            ``basic`` (no MeCab; transformers' basic splitter cuts at spaces and punctuation only, not between
+            Japanese characters: see :func:`warn_unspaced_runs`).
     """
     from transformers import AutoTokenizer
 
@@ -122,3 +131,39 @@ def describe_tokenizer(tokenizer) -> dict:
     else:
         kind = "other"
     return {"kind": kind, "class": name, "do_lower_case": lower, "vocab_size": len(tokenizer)}
+
+
+def unspaced_share(texts: list[str]) -> float:
+    """Share of the characters of ``texts`` that sit in runs of 8+ Japanese/Chinese characters without a space
+    or punctuation mark.
+
+    Example:
+        >>> unspaced_share(["この商品は最高です", "good"])
+        0.6923
+    """
+    total = sum(len(text) for text in texts)
+    inside = sum(len(run) for text in texts for run in _UNSPACED_RUN.findall(text))
+    return round(inside / total, 4) if total else 0.0
+
+
+def warn_unspaced_runs(tokenizer, texts: list[str], threshold: float = 0.5) -> bool:
+    """Warn (once per process) when a ``--word_tokenizer basic`` Japanese tokenizer meets mostly unspaced text.
+
+    transformers' BertJapaneseTokenizer with ``word_tokenizer_type="basic"`` splits at spaces and punctuation
+    only (unlike BERT's BasicTokenizer it does not split around CJK characters, so that the vocabulary's words
+    stay whole); a run of unspaced Japanese is one word that WordPiece cuts greedily, and a run over 100
+    characters becomes one [UNK]. Returns whether the texts are mostly such runs.
+    """
+    if type(tokenizer).__name__ != "BertJapaneseTokenizer" or getattr(tokenizer, "word_tokenizer_type", "") != "basic":
+        return False
+    share = unspaced_share(list(texts[:2000]))
+    if share >= threshold:
+        _warn_once(f"--word_tokenizer basic: {share:.0%} of the text is unspaced Japanese runs of 8+ characters, "
+                   "which the basic splitter keeps as single words (WordPiece then cuts them greedily; a run over "
+                   "100 characters becomes [UNK]); use --word_tokenizer mecab (pip install fugashi unidic-lite)")
+    return share >= threshold
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    logger.warning(message)

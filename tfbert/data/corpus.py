@@ -22,8 +22,8 @@ from typing import Optional
 import datasets
 import pandas as pd
 
-from tfbert.config import DEFAULT_DATASET, DataConfig, parse_split_ratio
-from tfbert.data.files import file_fingerprint, read_table
+from tfbert.config import DEFAULT_DATASET, DataConfig, column_names, parse_split_ratio
+from tfbert.data.files import file_fingerprint, header_looks_like_data, read_table, suggest_columns
 from tfbert.errors import TfbertError
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def load_corpus(config: DataConfig, seed: int) -> Corpus:
         )
     tables, split_record = _make_missing_splits(tables, parse_split_ratio(config.split_ratio), seed, sources)
     tables, overlap = _overlap(tables, dedupe=config.dedupe)
+    tables = _subsets(tables, config, seed, split_record)
     for split in SPLITS:
         if len(tables[split]) == 0:
             raise TfbertError(
@@ -126,6 +127,13 @@ def _standard_columns(frame: pd.DataFrame, config: DataConfig, flag: str, path: 
     if missing:
         role = {v: k for k, v in wanted.items()}
         hints = ", ".join(f"--{role[c]}_column" for c in missing)
+        if Path(path).suffix.lower() in (".csv", ".tsv", ".txt") and header_looks_like_data(list(frame.columns)):
+            fix = suggest_columns(list(frame.columns), (config.text_column, config.label_column))
+            raise TfbertError(
+                f"{flag} {path}: no column {', '.join(repr(c) for c in missing)}, and the first row looks like data "
+                f"({', '.join(repr(str(c)[:30]) for c in frame.columns)}), not a header; if the file has no header "
+                f"row, name its columns with --columns, e.g. --columns {fix}"
+            )
         raise TfbertError(
             f"{flag} {path}: no column {', '.join(repr(c) for c in missing)} "
             f"(columns are {', '.join(map(repr, frame.columns))}); set {hints}"
@@ -168,7 +176,7 @@ def _read_files(config: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, 
             frame = dataset.to_pandas()
             frame["label"] = [dataset.features["label"].names[i] for i in frame["label"]]
         else:
-            frame = read_table(path, flag=flag)
+            frame = read_table(path, flag=flag, columns=column_names(config.columns))
         tables[split] = _standard_columns(frame, config, flag, path)
         sources[split] = str(path)
         digest.update(f"{split}:{file_fingerprint(path)};".encode())
@@ -267,6 +275,19 @@ def _make_missing_splits(
     tables["train"] = train
     record["rows"] = {split: sorted(int(r) for r in tables[split]["row_id"]) for split in SPLITS}
     return tables, record
+
+
+def _subsets(tables: dict[str, pd.DataFrame], config: DataConfig, seed: int, record: dict) -> dict[str, pd.DataFrame]:
+    """--max_train_samples / --max_eval_samples: a seeded stratified subset of each split, taken after splitting
+    so that the splits stay the same whatever the subset size; ``record`` gets the rows kept."""
+    limits = {"train": config.max_train_samples, "validation": config.max_eval_samples,
+              "test": config.max_eval_samples}
+    for split, limit in limits.items():
+        if limit is not None and len(tables[split]) > limit:
+            record.setdefault("subset", {})[split] = f"stratified {limit} of {len(tables[split])} rows"
+            tables[split] = _stratified_take(tables[split], limit, seed)[1]
+            record["rows"][split] = sorted(int(r) for r in tables[split]["row_id"])
+    return tables
 
 
 def _overlap(tables: dict[str, pd.DataFrame], dedupe: bool) -> tuple[dict[str, pd.DataFrame], dict]:

@@ -102,8 +102,13 @@ def tokenize(splits: datasets.DatasetDict, tokenizer, max_length: int, truncatio
     and the settings, and read back instead of tokenising again.
     """
 
+    from tfbert.tokenizers import warn_unspaced_runs
+
     def encode(batch: dict) -> dict:
         return encode_batch(tokenizer, batch["text"], batch.get("text_pair"), max_length, truncation)
+
+    first = next(iter(splits.values()))
+    warn_unspaced_runs(tokenizer, first[:2000]["text"])
 
     cache_files = None
     tokenizer_hash = tokenizer_digest(tokenizer) if cache_dir is not None else None  # hashed once, not per split
