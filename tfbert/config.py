@@ -186,6 +186,13 @@ class TrainingConfig:
     top_errors: int = _help("how many of the most confident wrong predictions to list", default=20)
     output_dir: str = _help("where run folders are created", default="output")
     plots_dir: str = _help("where run figures are created", default="plots")
+    keep_checkpoints: bool = _help(
+        "keep checkpoints/ (the best epoch's training state with optimizer slots) after a finished run; "
+        "without it only a failed run keeps them", default=False
+    )
+    log_every: int = _help(
+        "when stdout is not a terminal, log progress every this many steps (0: ~15 lines per epoch)", default=0
+    )
     quiet: bool = _help("no progress bars; print only the summary", default=False)
     json: bool = _help("print the summary as one JSON object", default=False)
 
@@ -274,6 +281,8 @@ def validate(config: TrainConfig) -> None:
         problems.append("--patience must not be negative")
     if not 0 <= t.compact_max_f1_drop < 1:
         problems.append("--compact_max_f1_drop must be in [0, 1) (e.g. 0.005)")
+    if t.log_every < 0:
+        problems.append("--log_every must not be negative (0 picks ~15 lines per epoch)")
     if t.top_errors < 0:
         problems.append("--top_errors must not be negative")
     if d.max_length < 8:
