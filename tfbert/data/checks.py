@@ -98,7 +98,8 @@ def _overlap_warnings(overlap: dict[str, float], corpus) -> list[str]:
     over = {split: share for split, share in overlap.items() if share > OVERLAP_LIMIT}
     if not over:
         return []
-    shares = ", ".join(f"{split} {share:.1%} ({corpus.overlap[f'{split}_in_earlier_splits']} texts)"
+    counts = {split: corpus.overlap[f"{split}_in_earlier_splits"] for split in over}
+    shares = ", ".join(f"{split} {share:.1%} ({counts[split]} text{'s' * (counts[split] != 1)})"
                        for split, share in over.items())
     return [f"overlap: {shares} also in an earlier split (over {OVERLAP_LIMIT:.0%}); their scores flatter the "
             "model; rerun with --dedupe to remove them"]
