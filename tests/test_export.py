@@ -150,6 +150,7 @@ def test_the_bundled_model_exports_with_its_layer_norm_epsilon(tmp_path):
 
 
 @pytest.mark.parametrize("too_large", [False, True])
+@pytest.mark.slow
 def test_weights_as_variables_when_asked_or_too_large_for_one_graph(classifier, tmp_path, monkeypatch, too_large):
     from tfbert import export
 

@@ -200,6 +200,7 @@ def test_saved_model_with_in_graph_sentencepiece_equals_keras(kind, sp_models, t
         assert "inputs['text'] tensor_info:\n        dtype: DT_STRING" in shown
 
 
+@pytest.mark.slow
 def test_train_cli_on_xlmr_with_a_frozen_encoder_and_an_mlp_head(sp_models, tmp_path):
     """XLM-R hands its classifier every token's state: the MLP head must read the first token, through
     training, the saved folder, and the SavedModel (where the last layer computes that token only)."""

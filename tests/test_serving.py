@@ -17,6 +17,8 @@ import pytest
 from tfbert import modeling
 from tfbert.export import SavedModelPredictor, export_saved_model
 
+pytestmark = pytest.mark.slow  # serve.py as a subprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["great phone really good", "awful broken item", "この商品は最高です", ""]
 
