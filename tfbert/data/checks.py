@@ -86,7 +86,7 @@ def _unknown_token_warnings(unknown: dict[str, float], corpus, model_name: str) 
     over = {split: share for split, share in unknown.items() if share > UNKNOWN_TOKEN_LIMIT}
     if not over:
         return []
-    japanese = share_of_japanese(corpus.splits["train"]["text"]) > JAPANESE_LIMIT
+    japanese = share_of_japanese(corpus.splits["train"][:_SAMPLE_TEXTS]["text"]) > JAPANESE_LIMIT
     advice = (f"the texts are Japanese: try --model_name {JAPANESE_MODEL}" if japanese
               else "try --model_name with a model whose vocabulary covers this language")
     shares = ", ".join(f"{split} {share:.1%}" for split, share in over.items())
