@@ -109,6 +109,7 @@ def test_in_graph_ids_follow_the_normaliser_settings(options):
     assert ids == tokenizer(texts, truncation=True, max_length=64)["input_ids"]
 
 
+@pytest.mark.slow
 def test_saved_model_probabilities_equal_the_keras_model(classifier, tmp_path):
     import tensorflow as tf
 
@@ -131,6 +132,7 @@ def test_saved_model_probabilities_equal_the_keras_model(classifier, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]  # versions added, never overwritten
 
 
+@pytest.mark.slow
 def test_the_bundled_model_exports_with_its_layer_norm_epsilon(tmp_path):
     """With the weights as graph constants, TensorFlow's oneDNN remapper fuses Keras' LayerNormalization into
     _MklLayerNorm and drops its epsilon (1e-3 instead of BERT's 1e-12). It does so on MiniLM, not on the tiny
@@ -181,6 +183,7 @@ def saved_model_cli_signatures(version: Path) -> tuple[set[str], str]:
     return names, shown.stdout
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_exactly_the_documented_signatures(classifier, tmp_path):
     model, tokenizer = classifier
     version = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path)
@@ -204,6 +207,7 @@ def warmup_requests(version: Path) -> dict[str, dict[str, np.ndarray]]:
     return requests
 
 
+@pytest.mark.slow
 def test_tf_serving_warmup_requests_call_every_signature(classifier, tmp_path):
     import tensorflow as tf
 
@@ -244,6 +248,7 @@ def test_mecab_tokenizer_exports_predict_ids_only(tmp_path):
     np.testing.assert_allclose(predictor.predict(texts), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_probabilities_are_float32_under_a_mixed_precision_policy(tiny_model_dir, tmp_path):
     import tensorflow as tf
 
@@ -271,6 +276,7 @@ def test_probabilities_are_float32_under_a_mixed_precision_policy(tiny_model_dir
     np.testing.assert_allclose(probabilities, expected, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_versions_are_numbered_and_nothing_half_written_is_left(classifier, tmp_path):
     model, tokenizer = classifier
     (tmp_path / "3").mkdir()  # an existing (even empty) version number is never reused

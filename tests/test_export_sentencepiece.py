@@ -177,6 +177,7 @@ def write_checkpoint(kind: str, sp_models: dict, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["xlmr", "albert"])
+@pytest.mark.slow
 def test_saved_model_with_in_graph_sentencepiece_equals_keras(kind, sp_models, tmp_path):
     folder = write_checkpoint(kind, sp_models, tmp_path / "checkpoint")
     labels = {0: "neg", 1: "neu", 2: "pos"}

@@ -31,6 +31,7 @@ def wide_model(tmp_path_factory):
     return modeling.load_for_training(folder, LABELS), modeling.load_tokenizer(folder)
 
 
+@pytest.mark.slow
 def test_compact_export_has_int8_weights_and_predicts_like_the_model(wide_model, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 

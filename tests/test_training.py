@@ -63,6 +63,7 @@ def _one_update(tiny_model_dir, micro_batches: int, batch: dict, labels, sample_
 
 
 @pytest.mark.parametrize("micro_batches", [2, 3])
+@pytest.mark.slow
 def test_accumulated_update_equals_the_whole_batch_update(tiny_model_dir, micro_batches):
     from transformers import AutoTokenizer
 
