@@ -21,9 +21,12 @@ def main() -> int:
     if config.training.json:
         print(json.dumps(summary))
     else:
+        warnings = summary.pop("warnings", [])
         width = max(len(key) for key in summary)
         print("\n" + "\n".join(f"{key.ljust(width)}  {value:.4f}" if isinstance(value, float) else
                                f"{key.ljust(width)}  {value}" for key, value in summary.items()))
+        for warning in warnings:  # last, where they are read; the log showed them when the data was checked
+            print(f"warning: {warning}")
     return 0
 
 

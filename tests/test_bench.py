@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import make_rows, write_jsonl
 
+pytestmark = pytest.mark.slow  # runs the bench command as a subprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

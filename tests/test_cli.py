@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from conftest import make_rows, write_jsonl
 
+pytestmark = pytest.mark.slow  # every test runs train.py or infer.py as a subprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY_TRAINING = ["--epochs", "8", "--lr", "3e-3", "--batch_size", "16", "--max_length", "32",
                  "--precision", "float32", "--patience", "0", "--top_errors", "5", "--deterministic"]

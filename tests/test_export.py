@@ -26,6 +26,7 @@ def classifier(tiny_model_dir):
     return modeling.load_for_training(tiny_model_dir, list(LABELS.values())), modeling.load_tokenizer(tiny_model_dir)
 
 
+@pytest.mark.slow
 def test_saved_model_probabilities_equal_the_keras_model(classifier, tmp_path):
     import tensorflow as tf
 
@@ -48,6 +49,7 @@ def test_saved_model_probabilities_equal_the_keras_model(classifier, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]  # versions added, never overwritten
 
 
+@pytest.mark.slow
 def test_the_bundled_model_exports_with_its_layer_norm_epsilon(tmp_path):
     """With the weights as graph constants, TensorFlow's oneDNN remapper fuses Keras' LayerNormalization into
     _MklLayerNorm and drops its epsilon (1e-3 instead of BERT's 1e-12). It does so on MiniLM, not on the tiny
@@ -66,6 +68,7 @@ def test_the_bundled_model_exports_with_its_layer_norm_epsilon(tmp_path):
     np.testing.assert_allclose(predictor.predict(texts), expected, atol=1e-6)  # 1.2e-4 off with the fused op
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("too_large", [False, True])
 def test_weights_as_variables_when_asked_or_too_large_for_one_graph(classifier, tmp_path, monkeypatch, too_large):
     from tfbert import export
@@ -97,6 +100,7 @@ def saved_model_cli_signatures(version: Path) -> tuple[set[str], str]:
     return names, shown.stdout
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_exactly_the_documented_signatures(classifier, tmp_path):
     model, tokenizer = classifier
     version = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path)
@@ -120,6 +124,7 @@ def warmup_requests(version: Path) -> dict[str, dict[str, np.ndarray]]:
     return requests
 
 
+@pytest.mark.slow
 def test_tf_serving_warmup_requests_call_every_signature(classifier, tmp_path):
     import tensorflow as tf
 
@@ -160,6 +165,7 @@ def test_mecab_tokenizer_exports_predict_ids_only(tmp_path):
     np.testing.assert_allclose(predictor.predict(texts), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_probabilities_are_float32_under_a_mixed_precision_policy(tiny_model_dir, tmp_path):
     import tensorflow as tf
 
@@ -187,6 +193,7 @@ def test_probabilities_are_float32_under_a_mixed_precision_policy(tiny_model_dir
     np.testing.assert_allclose(probabilities, expected, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_versions_are_numbered_and_nothing_half_written_is_left(classifier, tmp_path):
     model, tokenizer = classifier
     (tmp_path / "3").mkdir()  # an existing (even empty) version number is never reused

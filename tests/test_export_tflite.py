@@ -31,6 +31,7 @@ def wide_model(tmp_path_factory):
     return modeling.load_for_training(folder, LABELS), modeling.load_tokenizer(folder)
 
 
+@pytest.mark.slow
 def test_compact_export_has_int8_weights_and_predicts_like_the_model(wide_model, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -61,6 +62,7 @@ def test_compact_export_has_int8_weights_and_predicts_like_the_model(wide_model,
     assert isinstance(load_predictor(str(folder)), TFLitePredictor)
 
 
+@pytest.mark.slow
 def test_train_with_export_tflite_records_the_f1_and_infer_uses_it(tiny_model_dir, tmp_path):
     rows = make_rows(120)
     write_jsonl(tmp_path / "reviews.jsonl", rows)

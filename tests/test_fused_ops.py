@@ -51,6 +51,7 @@ def test_fuse_replaces_exact_gelu_and_dropout_and_keeps_the_outputs(tiny_model_d
     assert not np.allclose(a, b)  # dropout is active in training
 
 
+@pytest.mark.slow
 def test_serving_rewrite_keeps_the_outputs_and_the_export_has_no_xla(tiny_model_dir, tmp_path):
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2

@@ -181,6 +181,7 @@ def write_checkpoint(kind: str, sp_models: dict, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["xlmr", "albert"])
+@pytest.mark.slow
 def test_saved_model_with_in_graph_sentencepiece_equals_keras(kind, sp_models, tmp_path):
     folder = write_checkpoint(kind, sp_models, tmp_path / "checkpoint")
     labels = {0: "neg", 1: "neu", 2: "pos"}
@@ -204,6 +205,7 @@ def test_saved_model_with_in_graph_sentencepiece_equals_keras(kind, sp_models, t
         assert "inputs['text'] tensor_info:\n        dtype: DT_STRING" in shown
 
 
+@pytest.mark.slow
 def test_train_cli_on_xlmr_with_a_frozen_encoder_and_an_mlp_head(sp_models, tmp_path):
     """XLM-R hands its classifier every token's state: the MLP head must read the first token, through
     training, the saved folder, and the SavedModel (where the last layer computes that token only)."""

@@ -18,6 +18,8 @@ from tfbert import modeling
 from tfbert.export import export_saved_model
 from tfbert.predictors import SavedModelPredictor
 
+pytestmark = pytest.mark.slow  # serve.py as a subprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["great phone really good", "awful broken item", "この商品は最高です", ""]
 

@@ -63,6 +63,7 @@ def _one_update(tiny_model_dir, micro_batches: int, batch: dict, labels, sample_
 
 
 @pytest.mark.parametrize("micro_batches", [2, 3])
+@pytest.mark.slow
 def test_accumulated_update_equals_the_whole_batch_update(tiny_model_dir, micro_batches):
     from transformers import AutoTokenizer
 
@@ -79,3 +80,37 @@ def test_accumulated_update_equals_the_whole_batch_update(tiny_model_dir, micro_
         np.testing.assert_allclose(s, w, atol=1e-5)
     assert split_logs["loss"] == pytest.approx(whole_logs["loss"], rel=1e-5)
     assert split_logs["accuracy"] == pytest.approx(whole_logs["accuracy"])
+
+
+def test_progress_lines_within_an_epoch_carry_step_rate_and_eta():
+    import re
+
+    import numpy as np
+    import tensorflow as tf
+
+    from tfbert.training import step_progress
+
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), tf.keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    lines = []
+    data = tf.data.Dataset.from_tensor_slices((np.ones((40, 4), "float32"), np.zeros(40, "int64"))).batch(4)
+    model.fit(data, epochs=2, verbose=0, callbacks=[step_progress(10, 4, every=3, write=lines.append)])
+    pattern = re.compile(r"epoch (\d)/2 · step (\d+)/10 · ([\d.]+) examples/s · ETA (\d+):(\d\d)$")
+    parsed = [pattern.match(line) for line in lines]
+    assert all(parsed), lines
+    assert [(int(m[1]), int(m[2])) for m in parsed] == [(e, s) for e in (1, 2) for s in (3, 6, 9, 10)]
+    assert all(float(m[3]) > 0 for m in parsed)
+    assert parsed[3].group(4, 5) == ("0", "00")  # the epoch's last step has nothing left
+
+
+def test_progress_mode_follows_the_terminal_and_the_flags():
+    from tfbert.config import TrainingConfig
+    from tfbert.training import progress_interval, progress_mode
+
+    assert progress_mode(TrainingConfig(), 300, terminal=True) == (1, 0)
+    assert progress_mode(TrainingConfig(), 300, terminal=False) == (2, 20)
+    assert progress_mode(TrainingConfig(log_every=7), 300, terminal=False) == (2, 7)
+    assert progress_mode(TrainingConfig(quiet=True), 300, terminal=False) == (0, 0)
+    assert progress_mode(TrainingConfig(json=True), 300, terminal=True) == (0, 0)
+    assert progress_interval(3) == 1

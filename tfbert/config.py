@@ -199,6 +199,13 @@ class TrainingConfig:
     top_errors: int = _help("how many of the most confident wrong predictions to list", default=20)
     output_dir: str = _help("where run folders are created", default="output")
     plots_dir: str = _help("where run figures are created", default="plots")
+    keep_checkpoints: bool = _help(
+        "keep checkpoints/ (the best epoch's training state with optimizer slots) after a finished run; "
+        "without it only a failed run keeps them", default=False
+    )
+    log_every: int = _help(
+        "when stdout is not a terminal, log progress every this many steps (0: ~15 lines per epoch)", default=0
+    )
     quiet: bool = _help("no progress bars; print only the summary", default=False)
     json: bool = _help("print the summary as one JSON object", default=False)
     verbose: bool = _help(VERBOSE_HELP, default=False)
@@ -276,45 +283,33 @@ def _data_problems(d: DataConfig) -> list[str]:
 
 def validate(config: TrainConfig) -> None:
     """Collect every problem with the settings and raise one error naming the flags."""
-    problems = []
     t, d, m = config.training, config.data, config.model
-    if t.epochs < 1:
-        problems.append("--epochs must be at least 1")
-    if t.batch_size < 1:
-        problems.append("--batch_size must be at least 1")
-    if not 0 < t.lr < 1:
-        problems.append("--lr must be between 0 and 1 (e.g. 5e-5)")
-    if not 0 <= t.warmup_ratio < 1:
-        problems.append("--warmup_ratio must be in [0, 1)")
-    if t.weight_decay < 0:
-        problems.append("--weight_decay must not be negative")
-    if t.pad_to_multiple_of < 0:
-        problems.append("--pad_to_multiple_of must not be negative (0 picks it)")
-    if t.grad_accum_steps < 1:
-        problems.append("--grad_accum_steps must be at least 1")
-    if t.patience < 0:
-        problems.append("--patience must not be negative")
-    if not 0 <= t.compact_max_f1_drop < 1:
-        problems.append("--compact_max_f1_drop must be in [0, 1) (e.g. 0.005)")
-    if t.top_errors < 0:
-        problems.append("--top_errors must not be negative")
-    if d.max_length < 8:
-        problems.append("--max_length must be at least 8")
-    if m.head_hidden_size < 0:
-        problems.append("--head_hidden_size must not be negative")
-    if m.head_hidden_size and not m.freeze_encoder:
-        problems.append("--head_hidden_size needs --freeze_encoder (the MLP head is for a frozen encoder)")
-    problems += _data_problems(d)
-    if d.dataset and d.train_file:
-        problems.append("give either --dataset or --train_file, not both")
-    if (d.validation_file or d.test_file) and not d.train_file:
-        problems.append("--validation_file/--test_file need --train_file")
     try:
         parse_split_ratio(d.split_ratio)
+        ratio_problem = ""
     except TfbertError as error:
-        problems.append(str(error))
-    if problems:
-        raise TfbertError("; ".join(problems))
+        ratio_problem = str(error)
+    _raise_problems([
+        (t.epochs < 1, "--epochs must be at least 1"),
+        (t.batch_size < 1, "--batch_size must be at least 1"),
+        (not 0 < t.lr < 1, "--lr must be between 0 and 1 (e.g. 5e-5)"),
+        (not 0 <= t.warmup_ratio < 1, "--warmup_ratio must be in [0, 1)"),
+        (t.weight_decay < 0, "--weight_decay must not be negative"),
+        (t.pad_to_multiple_of < 0, "--pad_to_multiple_of must not be negative (0 picks it)"),
+        (t.grad_accum_steps < 1, "--grad_accum_steps must be at least 1"),
+        (t.patience < 0, "--patience must not be negative"),
+        (not 0 <= t.compact_max_f1_drop < 1, "--compact_max_f1_drop must be in [0, 1) (e.g. 0.005)"),
+        (t.log_every < 0, "--log_every must not be negative (0 picks ~15 lines per epoch)"),
+        (t.top_errors < 0, "--top_errors must not be negative"),
+        (d.max_length < 8, "--max_length must be at least 8"),
+        (m.head_hidden_size < 0, "--head_hidden_size must not be negative"),
+        (m.head_hidden_size and not m.freeze_encoder,
+         "--head_hidden_size needs --freeze_encoder (the MLP head is for a frozen encoder)"),
+        *((True, problem) for problem in _data_problems(d)),
+        (d.dataset and d.train_file, "give either --dataset or --train_file, not both"),
+        ((d.validation_file or d.test_file) and not d.train_file, "--validation_file/--test_file need --train_file"),
+        (ratio_problem, ratio_problem),
+    ])
 
 
 def _positional(text: str) -> Any:

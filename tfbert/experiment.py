@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from tfbert import runs
 from tfbert.config import TrainConfig
 from tfbert.errors import TfbertError
+from tfbert.training import CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -42,85 +46,158 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+
+@dataclass
+class Prepared:
+    """What the run reads, loaded and checked before anything is written."""
+
+    corpus: Any  # tfbert.data.corpus.Corpus: the split examples and how they were made
+    encoded: Any  # datasets.DatasetDict: the splits with the model's input columns and n_tokens
+    tokenizer: Any
+    checkpoint: Path  # the model to fine-tune, resolved to a folder
+    checks: Any  # tfbert.data.checks.DataChecks: unknown-token share, overlap, warnings
+    train_lengths: np.ndarray = field(repr=False, default=None)  # tokens per training text, before truncation
+    gold: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # label ids of validation and test
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.corpus.label_names
+
+    def labels(self, split: str) -> np.ndarray:
+        """Gold label ids of ``split``, in its order."""
+        if split not in self.gold:
+            self.gold[split] = np.asarray(self.encoded[split]["label"])
+        return self.gold[split]
+
+
+@dataclass
+class RunContext:
+    """Where and how the run happens: its settings, folder, process set-up, and the console."""
+
+    config: TrainConfig
+    run: runs.Run
+    policy: str  # the training precision policy
+    export_policy: str
+    fused: bool
+    strategy: Any
+    pad_multiple: int
+    report: Callable[[str], None] = print
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class Results:
+    """What the steps after training produce, one field per step."""
+
+    model: Any  # holds the best epoch's weights
+    fitted: Any  # tfbert.training.FitResult
+    peak_rss_mib_training: Optional[float]
+    evaluations: dict = field(default_factory=dict)  # split -> tfbert.evaluation.Evaluation
+    figures: dict = field(default_factory=dict)  # name -> PNG path
+    saved_model: Optional[Path] = None
+    compact: Optional[dict] = None
+
+
 def train(config: TrainConfig, report=print) -> dict:
     """Fine-tune, evaluate and export as ``config`` says; return the run's summary.
 
     Nothing is written before the data, model and settings have been checked, so bad input
-    leaves no run folder; a run that fails later is marked failed in its status.json.
+    leaves no run folder; a run that fails later is marked failed in its status.json and keeps
+    its checkpoints.
     """
     from tfbert import runtime
 
     runtime.quiet_libraries()
-    data, settings, model_settings = config.data, config.training, config.model
+    prepared = prepare(config, report)
+    context = _start_run(config, prepared, report)
+    try:
+        return _run_steps(context, prepared)
+    except KeyboardInterrupt:
+        runs.set_status(context.run, "failed", error="interrupted")
+        raise
+    except Exception as error:
+        runs.set_status(context.run, "failed", error=f"{type(error).__name__}: {error}")
+        raise
 
-    # 1. Load and check everything the run needs, before writing anything.
+
+def _run_steps(context: RunContext, prepared: Prepared) -> dict:
+    """The run after set-up, in the order a reader follows it."""
+    _write_config(context, prepared)
+    results = _fit(context, prepared)
+    results.evaluations = _evaluate_and_write(context, prepared, results.model)
+    results.figures = _draw_figures(context, prepared, results)
+    results.saved_model, results.compact = _export(context, prepared, results)
+    return _finish(context, prepared, results)
+
+
+def prepare(config: TrainConfig, report=print) -> Prepared:
+    """Load, check and tokenise the data and the tokenizer; report the data and any warning. Writes nothing."""
+    from tfbert.data.checks import check_data
     from tfbert.data.corpus import load_corpus
     from tfbert.data.pipeline import tokenize
     from tfbert.modeling import load_tokenizer, model_max_length, resolve_checkpoint
 
-    corpus = load_corpus(data, seed=settings.seed)
+    data, model_settings = config.data, config.model
+    corpus = load_corpus(data, seed=config.training.seed)
     checkpoint = resolve_checkpoint(model_settings.model_name)
     tokenizer = load_tokenizer(checkpoint, model_settings.word_tokenizer)
     limit = model_max_length(checkpoint, tokenizer)
     if data.max_length > limit:
         raise TfbertError(f"--max_length {data.max_length} is over the model's limit of {limit} tokens; use {limit} or less")
     encoded = tokenize(corpus.splits, tokenizer, data.max_length, data.truncation, data.tokenization_cache())
-    report(_describe_data(corpus, encoded, data.max_length))
-
-    # 2. Set up the process and the run folder.
-    policy = runtime.resolve_precision(settings.precision)
-    runtime.set_precision(policy)
-    fused = runtime.use_fused_ops(settings.fused_ops)
-    runtime.set_seed(settings.seed, settings.deterministic)
-    strategy = runtime.select_strategy()
-    run = runs.create_run(settings.output_dir, settings.plots_dir, corpus.name, model_settings.model_name)
-    runs.set_status(run, "running")
-    try:
-        summary = _train_in_run(config, run, corpus, encoded, tokenizer, checkpoint, policy, fused, strategy, report)
-    except KeyboardInterrupt:
-        runs.set_status(run, "failed", error="interrupted")
-        raise
-    except Exception as error:
-        runs.set_status(run, "failed", error=f"{type(error).__name__}: {error}")
-        raise
-    return summary
+    checks = check_data(corpus, encoded, tokenizer, model_settings.model_name)
+    prepared = Prepared(corpus=corpus, encoded=encoded, tokenizer=tokenizer, checkpoint=checkpoint, checks=checks,
+                        train_lengths=np.asarray(encoded["train"]["n_tokens"]))
+    report(_describe_data(prepared, data.max_length))
+    for warning in checks.warnings:  # now, so that a user can stop the run; the summary repeats them
+        logger.warning(warning)
+    return prepared
 
 
-def _describe_data(corpus, encoded, max_length: int) -> str:
+def _describe_data(prepared: Prepared, max_length: int) -> str:
+    corpus = prepared.corpus
     sizes = ", ".join(f"{split} {n}" for split, n in corpus.sizes().items())
-    lengths = np.asarray(encoded["train"]["n_tokens"])
-    share = float((lengths > max_length).mean())
+    share = float((prepared.train_lengths > max_length).mean())
     return (
         f"data: {corpus.name} ({sizes}); {len(corpus.label_names)} labels; "
         f"{share:.1%} of training texts truncated at {max_length} tokens"
     )
 
 
-def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer, checkpoint: Path,
-                  policy: str, fused: bool, strategy, report) -> dict:
+def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
+    """Set up the process (precision, fused ops, seeds, devices) and create the run folder, marked running."""
+    from tfbert import runtime
+
+    settings = config.training
+    policy = runtime.resolve_precision(settings.precision)
+    runtime.set_precision(policy)
+    fused = runtime.use_fused_ops(settings.fused_ops)
+    runtime.set_seed(settings.seed, settings.deterministic)
+    strategy = runtime.select_strategy()
+    run = runs.create_run(settings.output_dir, settings.plots_dir, prepared.corpus.name, config.model.model_name)
+    runs.set_status(run, "running")
+    return RunContext(
+        config=config, run=run, policy=policy, fused=fused, strategy=strategy, report=report,
+        export_policy=runtime.resolve_export_precision(settings.export_precision, policy),
+        pad_multiple=settings.pad_to_multiple_of or (16 if settings.xla else DEFAULT_PAD_MULTIPLE),
+    )
+
+
+def _write_config(context: RunContext, prepared: Prepared) -> None:
+    """config.json (every setting, what they resolved to, data record, versions) and splits.json."""
     import tensorflow as tf
 
-    from tfbert import fused_ops, modeling, plots, runtime, training
-    from tfbert.data.pipeline import training_dataset
-    from tfbert.evaluation import evaluate_predictions, predict_probabilities
-    from tfbert.export import export_saved_model
-    from tfbert.model_settings import ModelSettings
-
-    data, settings, model_settings = config.data, config.training, config.model
-    started = time.time()
-    pad_multiple = settings.pad_to_multiple_of or (16 if settings.xla else DEFAULT_PAD_MULTIPLE)
-    export_policy = runtime.resolve_export_precision(settings.export_precision, policy)
-    train_lengths = np.asarray(encoded["train"]["n_tokens"])
-    runs.write_json(run.path / "config.json", {
-        "run_id": run.run_id,
+    config, corpus, strategy = context.config, prepared.corpus, context.strategy
+    runs.write_json(context.run.path / "config.json", {
+        "run_id": context.run.run_id,
         "command": sys.argv,
         "settings": config.to_dict(),
         "resolved": {
-            "checkpoint": str(checkpoint),
-            "precision_policy": policy,
-            "fused_ops": fused,
-            "export_precision_policy": export_policy,
-            "pad_to_multiple_of": pad_multiple,
+            "checkpoint": str(prepared.checkpoint),
+            "precision_policy": context.policy,
+            "fused_ops": context.fused,
+            "export_precision_policy": context.export_policy,
+            "pad_to_multiple_of": context.pad_multiple,
             "strategy": type(strategy).__name__,
             "replicas": strategy.num_replicas_in_sync,
             "devices": [d.name for d in tf.config.list_logical_devices()],
@@ -134,23 +211,57 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
             "sizes": corpus.sizes(),
             "split": {k: v for k, v in corpus.split_record.items() if k != "rows"},
             "overlap": corpus.overlap,
-            "truncated_share": float((train_lengths > data.max_length).mean()),
+            "truncated_share": float((prepared.train_lengths > config.data.max_length).mean()),
         },
         "versions": library_versions(),
     })
-    runs.write_json(run.path / "splits.json", corpus.split_record)
+    runs.write_json(context.run.path / "splits.json", corpus.split_record)
 
-    # 3. Model, optimiser, training.
+
+def _fit(context: RunContext, prepared: Prepared) -> Results:
+    """Build the model and train it; it ends holding the best epoch's weights."""
+    from tfbert import runtime, training
+    from tfbert.data.pipeline import training_dataset
+    from tfbert.evaluation import split_metrics
+
+    settings, encoded = context.config.training, prepared.encoded
     n_train = len(encoded["train"])
     update_batch = settings.batch_size * settings.grad_accum_steps  # examples per optimizer update
     steps_per_epoch = -(-n_train // update_batch)
-    total_steps = steps_per_epoch * settings.epochs
-    with strategy.scope():
+    model = _compiled_model(context, prepared, steps_per_epoch * settings.epochs)
+    train_data = training_dataset(encoded["train"], prepared.tokenizer, update_batch, settings.seed,
+                                  pad_multiple=context.pad_multiple, repeat=True)
+
+    def evaluate_validation() -> dict:
+        return split_metrics(model, encoded["validation"], prepared.tokenizer, prepared.label_names,
+                             settings.batch_size * 2)
+
+    class_weight = None
+    if settings.class_weight == "balanced":
+        class_weight = training.balanced_class_weight(np.asarray(encoded["train"]["label"]),
+                                                      len(prepared.label_names))
+    verbose, progress_every = training.progress_mode(settings, steps_per_epoch, sys.stdout.isatty())
+    fitted = training.fit(
+        model, train_data, epochs=settings.epochs, evaluate_validation=evaluate_validation,
+        run_dir=context.run.path, patience=settings.patience, class_weight=class_weight, n_train=n_train,
+        steps_per_epoch=steps_per_epoch, n_train_tokens=int(sum(len(ids) for ids in encoded["train"]["input_ids"])),
+        verbose=verbose, progress_every=progress_every, examples_per_step=update_batch,
+    )
+    # Peak memory before evaluation and export add their own.
+    return Results(model=model, fitted=fitted, peak_rss_mib_training=runtime.peak_rss_mib())
+
+
+def _compiled_model(context: RunContext, prepared: Prepared, total_steps: int):
+    """The classifier under the run's strategy, with AdamW, its schedule and gradient accumulation."""
+    from tfbert import fused_ops, modeling, training
+
+    settings, model_settings = context.config.training, context.config.model
+    with context.strategy.scope():
         model = modeling.load_for_training(
-            checkpoint, corpus.label_names,
+            prepared.checkpoint, prepared.label_names,
             freeze_encoder=model_settings.freeze_encoder, head_hidden_size=model_settings.head_hidden_size,
         )
-        if fused:
+        if context.fused:
             logger.info("fused ops: %s", fused_ops.fuse(model))
         optimizer = training.make_optimizer(
             model, settings.lr, settings.weight_decay, int(settings.warmup_ratio * total_steps), total_steps
@@ -158,173 +269,132 @@ def _train_in_run(config: TrainConfig, run: runs.Run, corpus, encoded, tokenizer
         model.compile(optimizer=optimizer, loss=training.classification_loss, metrics=["accuracy"],
                       jit_compile=settings.xla)
         training.accumulate_gradients(model, settings.grad_accum_steps)
-    train_data = training_dataset(encoded["train"], tokenizer, update_batch, settings.seed,
-                                  pad_multiple=pad_multiple, repeat=True)
-    labels = {split: np.asarray(encoded[split]["label"]) for split in ("validation", "test")}
+    return model
 
-    def evaluate_validation() -> dict:
-        return _validation_metrics(model, encoded, labels, tokenizer, corpus.label_names, settings.batch_size * 2)
 
-    class_weight = None
-    if settings.class_weight == "balanced":
-        class_weight = training.balanced_class_weight(np.asarray(encoded["train"]["label"]), len(corpus.label_names))
-    verbose = 0 if settings.quiet else (1 if sys.stdout.isatty() else 2)
-    fitted = training.fit(
-        model, train_data, epochs=settings.epochs, evaluate_validation=evaluate_validation, run_dir=run.path,
-        patience=settings.patience, class_weight=class_weight, n_train=n_train, steps_per_epoch=steps_per_epoch,
-        n_train_tokens=int(sum(len(ids) for ids in encoded["train"]["input_ids"])), verbose=verbose,
-    )
-    peak_rss_mib_training = runtime.peak_rss_mib()  # before evaluation and export add their own
+def _evaluate_and_write(context: RunContext, prepared: Prepared, model) -> dict:
+    """Score the best epoch's weights on validation and test; write predictions, the per-class report, errors."""
+    from tfbert.evaluation import evaluate_predictions, predict_probabilities
 
-    # 4. Evaluate the best epoch's weights on validation and test.
+    settings, run, names, encoded = context.config.training, context.run, prepared.label_names, prepared.encoded
     evaluations = {}
     for split in ("validation", "test"):
-        probabilities = predict_probabilities(model, encoded[split], tokenizer, settings.batch_size * 2)
+        probabilities = predict_probabilities(model, encoded[split], prepared.tokenizer, settings.batch_size * 2)
+        gold = prepared.labels(split)
         evaluations[split] = evaluate_predictions(
-            probabilities, labels[split], corpus.label_names, texts=encoded[split]["text"],
+            probabilities, gold, names, texts=encoded[split]["text"],
             row_ids=encoded[split]["row_id"], top_errors=settings.top_errors,
         )
         runs.write_jsonl(run.path / f"predictions_{split}.jsonl", [
-            {"row_id": int(row), "label": corpus.label_names[gold], "predicted": corpus.label_names[int(p.argmax())],
+            {"row_id": int(row), "label": names[label], "predicted": names[int(p.argmax())],
              "probabilities": [round(float(x), 6) for x in p]}
-            for row, gold, p in zip(encoded[split]["row_id"], labels[split], probabilities)
+            for row, label, p in zip(encoded[split]["row_id"], gold, probabilities)
         ])
-    test = evaluations["test"]
     runs.write_text(run.path / "classification_report.txt",
                     "".join(f"== {split} ==\n{ev.report}\n" for split, ev in evaluations.items()))
-    runs.write_jsonl(run.path / "errors.jsonl", test.errors)
+    runs.write_jsonl(run.path / "errors.jsonl", evaluations["test"].errors)
+    return evaluations
 
-    # 5. Figures.
-    figures = plots.plot_curves(fitted.history, run.plots)
-    figures["confusion"] = plots.plot_confusion(test.confusion, corpus.label_names, run.plots, "test")
-    figures["lengths"] = plots.plot_lengths(train_lengths, data.max_length, run.plots)
 
-    # 6. Save: the save_pretrained folder (renamed into place whole) and the SavedModel for TF Serving.
+def _draw_figures(context: RunContext, prepared: Prepared, results: Results) -> dict[str, Path]:
+    """Loss and metric curves, the test confusion matrix and the length histogram, under plots/."""
+    from tfbert import plots
+
+    folder = context.run.plots
+    figures = plots.plot_curves(results.fitted.history, folder)
+    figures["confusion"] = plots.plot_confusion(results.evaluations["test"].confusion, prepared.label_names, folder,
+                                                "test")
+    figures["lengths"] = plots.plot_lengths(prepared.train_lengths, context.config.data.max_length, folder)
+    return figures
+
+
+def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[Path, Optional[dict]]:
+    """The save_pretrained folder (renamed into place whole), the SavedModel for TF Serving, and with
+    --export_tflite the compact export; return the SavedModel's path and metrics.json's compact entry."""
+    from tfbert import fused_ops, modeling, runtime
+    from tfbert.export import export_saved_model
+    from tfbert.layer_drop import export_compact
+    from tfbert.model_settings import ModelSettings
+
+    config, run = context.config, context.run
+    data, settings, model_settings = config.data, config.training, config.model
     staging = run.path / "model.partial"
-    modeling.save_classifier(model, tokenizer, staging, ModelSettings(
-        labels=list(corpus.label_names), max_length=data.max_length, truncation=data.truncation,
+    modeling.save_classifier(results.model, prepared.tokenizer, staging, ModelSettings(
+        labels=list(prepared.label_names), max_length=data.max_length, truncation=data.truncation,
         word_tokenizer=model_settings.word_tokenizer,
-        uses_token_type_ids="token_type_ids" in tokenizer.model_input_names,
+        uses_token_type_ids="token_type_ids" in prepared.tokenizer.model_input_names,
         head_hidden_size=model_settings.head_hidden_size if model_settings.freeze_encoder else 0,
     ))
     staging.rename(run.model_dir)
     # The export is built afresh from the saved folder in its own precision (not the training one),
     # rewritten for TensorFlow's graph optimiser rather than XLA, which stock TF Serving does not run.
-    runtime.set_precision(export_policy)
+    runtime.set_precision(context.export_policy)
     serving_model = modeling.load_classifier(run.model_dir)
     logger.info("serving rewrites: %s", fused_ops.fuse(serving_model, for_serving=True))
     saved_model = export_saved_model(
-        serving_model, tokenizer, id2label=dict(enumerate(corpus.label_names)), max_length=data.max_length,
-        base_dir=run.saved_model_base, truncation=data.truncation,
+        serving_model, prepared.tokenizer, id2label=dict(enumerate(prepared.label_names)),
+        max_length=data.max_length, base_dir=run.saved_model_base, truncation=data.truncation,
         weights_in_graph=settings.export_weights == "constants",
     )
-    compact = None
-    if settings.export_tflite:
-        try:
-            compact = _export_compact(run, tokenizer, corpus, encoded, labels, test.metrics["macro_f1"], saved_model,
-                                      config)
-        except TfbertError as error:  # the model and the SavedModel are written: keep the run
-            logger.warning("no compact export: %s", error)
-            compact = {"error": str(error)}
+    if not settings.export_tflite:
+        return saved_model, None
+    try:
+        return saved_model, export_compact(run, prepared, config,
+                                           model_test_macro_f1=results.evaluations["test"].metrics["macro_f1"])
+    except TfbertError as error:  # the model and the SavedModel are written: keep the run
+        logger.warning("no compact export: %s", error)
+        return saved_model, {"error": str(error)}
 
+
+def _finish(context: RunContext, prepared: Prepared, results: Results) -> dict:
+    """metrics.json and report.md, checkpoints/ dropped (unless --keep_checkpoints), status finished; the summary."""
+    from tfbert.report import write_report
+
+    run, settings = context.run, context.config.training
+    metrics = _metrics(context, prepared, results)
+    write_report(run, context.config, prepared.corpus, metrics, results.evaluations, results.figures,
+                 results.saved_model, context.policy, prepared.train_lengths)
+    runs.write_json(run.path / "metrics.json", metrics)
+    if not settings.keep_checkpoints:
+        shutil.rmtree(run.path / CHECKPOINT_DIR, ignore_errors=True)  # a failed run never gets here: it keeps them
+    runs.set_status(run, "finished")
+    test, validation = results.evaluations["test"], results.evaluations["validation"]
+    return {
+        "run_dir": str(run.path),
+        "plots_dir": str(run.plots),
+        "saved_model": str(results.saved_model),
+        "best_epoch": results.fitted.best_epoch,
+        "validation_macro_f1": validation.metrics["macro_f1"],
+        "test_accuracy": test.metrics["accuracy"],
+        "test_macro_f1": test.metrics["macro_f1"],
+        "train_seconds": metrics["train_seconds"],
+        "run_mib": metrics["run_mib"],
+        **({"warnings": metrics["warnings"]} if metrics["warnings"] else {}),
+    }
+
+
+def _metrics(context: RunContext, prepared: Prepared, results: Results) -> dict:
+    """metrics.json: best-epoch scores, speed, memory, data checks and warnings, and the run's size on disk."""
+    fitted, test = results.fitted, results.evaluations["test"]
     metrics = {
         "best_epoch": fitted.best_epoch,
         "epochs_run": fitted.epochs_run,
-        "validation": evaluations["validation"].metrics,
+        "validation": results.evaluations["validation"].metrics,
         "test": test.metrics,
         "confusion_test": test.confusion,
         "train_seconds": round(fitted.train_seconds, 2),
         "train_examples_per_second": round(fitted.train_examples_per_second, 2),
         "train_examples_per_second_after_first_step": round(fitted.steady_examples_per_second, 2),
         "train_tokens_per_second_after_first_step": round(fitted.steady_tokens_per_second, 1),
-        "precision_policy": policy,
-        "peak_rss_mib_training": peak_rss_mib_training,
-        "total_seconds": round(time.time() - started, 2),
+        "precision_policy": context.policy,
+        "peak_rss_mib_training": results.peak_rss_mib_training,
+        "total_seconds": round(time.time() - context.started, 2),
     }
-    if compact:
-        metrics["compact"] = compact
-    from tfbert.report import write_report
+    if results.compact:
+        metrics["compact"] = results.compact
+    metrics["data_checks"] = prepared.checks.to_dict()
+    metrics["warnings"] = list(prepared.checks.warnings)
+    dropped = () if context.config.training.keep_checkpoints else (CHECKPOINT_DIR,)
+    metrics["run_mib"] = runs.size_mib(context.run, leaving_out=dropped)
+    return metrics
 
-    write_report(run, config, corpus, metrics, evaluations, figures, saved_model, policy, train_lengths)
-    runs.write_json(run.path / "metrics.json", metrics)
-    runs.set_status(run, "finished")
-    return {
-        "run_dir": str(run.path),
-        "plots_dir": str(run.plots),
-        "saved_model": str(saved_model),
-        "best_epoch": fitted.best_epoch,
-        "validation_macro_f1": evaluations["validation"].metrics["macro_f1"],
-        "test_accuracy": test.metrics["accuracy"],
-        "test_macro_f1": test.metrics["macro_f1"],
-        "train_seconds": metrics["train_seconds"],
-    }
-
-
-def _validation_metrics(model, encoded, labels: dict, tokenizer, label_names: list[str], batch_size: int) -> dict:
-    """Metrics of ``model`` on the validation split (the training model each epoch, candidates of the compact one)."""
-    from tfbert.evaluation import evaluate_predictions, predict_probabilities
-
-    probabilities = predict_probabilities(model, encoded["validation"], tokenizer, batch_size)
-    return evaluate_predictions(probabilities, labels["validation"], label_names).metrics
-
-
-def _export_compact(run: runs.Run, tokenizer, corpus, encoded, labels: dict, test_macro_f1: float,
-                    saved_model: Path, config: TrainConfig) -> dict:
-    """Write compact/ (TFLite int8) from the saved folder, leaving out the encoder layers the validation split
-    can spare (--compact_layers auto), and measure its test macro-F1 against the model's."""
-    from tfbert import fused_ops, modeling, runtime
-    from tfbert.evaluation import evaluate_predictions
-    from tfbert.export_tflite import MODEL_FILE, export_tflite
-    from tfbert.predictors import TFLitePredictor
-
-    settings, data = config.training, config.data
-    runtime.set_precision("float32")  # dynamic-range quantisation starts from the float32 weights
-    model = modeling.load_classifier(run.model_dir)
-    model, left_out, layer_search = _leave_out_layers(model, tokenizer, corpus, encoded, labels, settings)
-    # 2-D Dense and tf.nn.gelu convert to FULLY_CONNECTED and TFLite's GELU: 6-8 % more texts/s on AG News.
-    fused_ops.fuse(model, for_serving=True)
-    folder = export_tflite(model, tokenizer, labels=corpus.label_names, max_length=data.max_length,
-                           truncation=data.truncation, folder=run.compact_dir,
-                           word_tokenizer=config.model.word_tokenizer, left_out_layers=left_out)
-    test_split = encoded["test"]
-    token_types = test_split["token_type_ids"] if "token_type_ids" in test_split.column_names else None
-    probabilities = TFLitePredictor(folder).predict_ids(test_split["input_ids"], token_types)
-    macro_f1 = evaluate_predictions(probabilities, labels["test"], corpus.label_names).metrics["macro_f1"]
-    size = (folder / MODEL_FILE).stat().st_size
-    return {"format": "tflite dynamic-range int8", "path": str(folder.relative_to(run.path) / MODEL_FILE),
-            "encoder_layers": model.config.num_hidden_layers, "left_out_layers": left_out,
-            **({"layer_search": layer_search} if layer_search else {}),
-            "mib": round(size / 2**20, 2), "size_vs_saved_model": round(size / runs.folder_bytes(saved_model), 3),
-            "test_macro_f1": macro_f1, "test_macro_f1_change": round(macro_f1 - test_macro_f1, 4)}
-
-
-def _leave_out_layers(model, tokenizer, corpus, encoded, labels: dict, settings) -> tuple[object, list[int], dict]:
-    """The compact export's model: without the encoder layers the validation split can spare (--compact_layers
-    auto), the layers it left out, and what the search measured (empty with --compact_layers all)."""
-    from tfbert import layer_drop
-
-    if settings.compact_layers == "all":
-        return model, [], {}
-    skipped = layer_drop.unresolvable(len(encoded["validation"]), settings.compact_max_f1_drop)
-    if not skipped and layer_drop.droppable_layers(model) < 2:
-        skipped = f"{type(model).__name__} has no two encoder layers with weights of their own"
-    if skipped:
-        logger.info("compact export keeps every layer: %s", skipped)
-        return model, [], {"skipped": skipped}
-    started = time.time()
-
-    def validation_macro_f1(candidate) -> float:
-        return _validation_metrics(candidate, encoded, labels, tokenizer, corpus.label_names,
-                                   settings.batch_size * 2)["macro_f1"]
-
-    choice = layer_drop.choose_layers_to_leave_out(model, validation_macro_f1, settings.compact_max_f1_drop)
-    logger.info("compact export: leaves out encoder layers %s of %d (validation macro-F1 %.4f, full model %.4f)",
-                choice.left_out, choice.n_layers, choice.score, choice.full_score)
-    search = {
-        "max_f1_drop": settings.compact_max_f1_drop, "validation_macro_f1_full": round(choice.full_score, 4),
-        "validation_macro_f1": round(choice.score, 4), "seconds": round(time.time() - started, 1),
-        "tried": [{"left_out": t["left_out"], "validation_macro_f1": round(t["score"], 4)} for t in choice.tried],
-    }
-    if choice.left_out:
-        model = layer_drop.without_layers(model, choice.left_out)
-    return model, choice.left_out, search

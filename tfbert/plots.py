@@ -46,7 +46,24 @@ def plot_curves(history: dict, folder: Path) -> dict[str, Path]:
 
 
 def plot_confusion(confusion: list[list[int]], label_names: list[str], folder: Path, split: str = "test") -> Path:
-    """Seaborn heatmaps of the confusion matrix: counts, and rows normalised to recall."""
+    """Seaborn heatmaps of the confusion matrix, counts and rows normalised to recall, as
+    ``folder/confusion_matrix_<split>.png``."""
+    plt = _pyplot()
+    figure = confusion_figure(confusion, label_names, split)
+    path = folder / f"confusion_matrix_{split}.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def confusion_figure(confusion: list[list[int]], label_names: list[str], split: str = "test"):
+    """The figure of :func:`plot_confusion`: two heatmaps whose cells are annotated with the counts and the recall.
+
+    Example:
+        >>> figure = confusion_figure([[5, 1], [0, 4]], ["ham", "spam"])  # doctest: +SKIP
+        >>> [t.get_text() for t in figure.axes[0].texts]  # doctest: +SKIP
+        ['5', '1', '0', '4']
+    """
     plt = _pyplot()
     import seaborn as sns
 
@@ -64,10 +81,7 @@ def plot_confusion(confusion: list[list[int]], label_names: list[str], folder: P
         axis.tick_params(axis="x", rotation=45)
         axis.tick_params(axis="y", rotation=0)
     figure.tight_layout()
-    path = folder / f"confusion_matrix_{split}.png"
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return figure
 
 
 def plot_lengths(n_tokens: np.ndarray, max_length: int, folder: Path) -> Path:

@@ -23,8 +23,10 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
         "",
         f"Run `{run.run_id}`: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} by validation macro-F1; "
         f"trained {metrics['train_seconds']:.0f} s ({metrics['train_examples_per_second']:.1f} examples/s), "
-        f"precision `{policy}`.",
+        f"precision `{policy}`." + (f" Run folder and figures: {metrics['run_mib']:.1f} MiB." if "run_mib" in metrics
+                                     else ""),
         "",
+        *_warning_lines(metrics.get("warnings", [])),
         "## Scores",
         "",
         "| metric | validation | test |",
@@ -50,6 +52,7 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
            (". Scores on overlapping texts flatter the model; rerun with --dedupe to remove them."
             if overlap.get("test_in_earlier_splits", 0) or overlap.get("validation_in_earlier_splits", 0) else ".")),
         "",
+        *_unknown_token_lines(metrics.get("data_checks", {}).get("unknown_token_share", {})),
         f"Length: median {int(np.median(train_lengths))} tokens, 95th percentile {int(np.percentile(train_lengths, 95))}; "
         f"{float((train_lengths > data.max_length).mean()):.1%} of training texts truncated at --max_length "
         f"{data.max_length} (--truncation {data.truncation}).",
@@ -92,6 +95,20 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
     path = run.path / "report.md"
     runs.write_text(path, "\n".join(lines))
     return path
+
+
+def _warning_lines(warnings: list[str]) -> list[str]:
+    """A Warnings section for what the data checks found (nothing when all is well)."""
+    if not warnings:
+        return []
+    return ["## Warnings", "", *(f"- ⚠ {warning}" for warning in warnings), ""]
+
+
+def _unknown_token_lines(shares: dict[str, float]) -> list[str]:
+    if not shares:
+        return []
+    return ["Unknown tokens (the model's unknown token among all but special tokens): "
+            + ", ".join(f"{split} {share:.1%}" for split, share in shares.items()) + ".", ""]
 
 
 def _compact_line(compact: dict, run) -> str:

@@ -51,6 +51,19 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
+def size_mib(run: Run, leaving_out: tuple[str, ...] = ()) -> float:
+    """MiB on disk of a run folder and its figures, without the subfolders named in ``leaving_out``
+    (e.g. checkpoints/ that are about to be dropped).
+
+    Example:
+        >>> size_mib(run, leaving_out=("checkpoints",))  # doctest: +SKIP
+        96.4
+    """
+    total = folder_bytes(run.path) + folder_bytes(run.plots)
+    total -= sum(folder_bytes(run.path / name) for name in leaving_out if (run.path / name).is_dir())
+    return round(total / 2**20, 2)
+
+
 def safe_name(name: str) -> str:
     """A path component from a dataset or model name: its last part, with odd characters replaced."""
     last = Path(name.rstrip("/")).name or name

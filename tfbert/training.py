@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 NO_DECAY_ROLES = ("LayerNorm", "layer_norm", "LayerNormalization")
 MONITOR = "val_macro_f1"
+CHECKPOINT_DIR = "checkpoints"  # under the run folder: the best epoch's weights and optimizer state
 
 
 def learning_rate_at(step: float, peak: float, warmup_steps: int, total_steps: int) -> float:
@@ -215,6 +216,69 @@ def _step_timer_class():
     return StepTimer
 
 
+PROGRESS_LINES_PER_EPOCH = 15
+
+
+def progress_interval(steps_per_epoch: int, every: int = 0) -> int:
+    """Steps between two progress lines: ``every`` if given, else enough for ~15 lines per epoch.
+
+    Example:
+        >>> progress_interval(1000), progress_interval(7), progress_interval(1000, every=50)
+        (67, 1, 50)
+    """
+    return every or max(1, round(steps_per_epoch / PROGRESS_LINES_PER_EPOCH))
+
+
+def progress_mode(settings, steps_per_epoch: int, terminal: bool) -> tuple[int, int]:
+    """Keras' verbosity and the steps between progress lines (0: none) for ``settings`` (TrainingConfig): a bar
+    on a terminal; elsewhere a line per epoch and lines within it, as a redrawn bar is unreadable in a log;
+    nothing with --quiet or --json (stdout carries the summary object only).
+
+    Example:
+        >>> progress_mode(TrainingConfig(), 300, terminal=False)  # doctest: +SKIP
+        (2, 20)
+    """
+    if settings.quiet or settings.json:
+        return 0, 0
+    if terminal:
+        return 1, 0
+    return 2, progress_interval(steps_per_epoch, settings.log_every)
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def step_progress(steps_per_epoch: int, examples_per_step: int, every: int, write: Callable[[str], None] = logger.info):
+    """A Keras callback writing a line every ``every`` steps (and at each epoch's last): the epoch, step/steps,
+    examples/s and the epoch's ETA. For output that is not a terminal, where Keras' bar cannot redraw.
+
+    Example:
+        >>> model.fit(data, steps_per_epoch=150, callbacks=[step_progress(150, 32, every=10)])  # doctest: +SKIP
+        epoch 1/3 · step 10/150 · 412.5 examples/s · ETA 0:11
+    """
+    import time
+
+    import tensorflow as tf
+
+    class StepProgress(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.started = epoch + 1, time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = batch + 1
+            if step % every and step != steps_per_epoch:
+                return
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            eta = elapsed / step * (steps_per_epoch - step)
+            write(f"epoch {self.epoch}/{self.params.get('epochs', '?')} · step {step}/{steps_per_epoch} · "
+                  f"{step * examples_per_step / elapsed:.1f} examples/s · ETA {_clock(eta)}")
+
+    return StepProgress()
+
+
 def fit(
     model,
     train_data,
@@ -228,17 +292,21 @@ def fit(
     steps_per_epoch: Optional[int] = None,
     n_train_tokens: int = 0,
     verbose: int = 1,
+    progress_every: int = 0,
+    examples_per_step: int = 0,
 ) -> FitResult:
     """Train with validation macro-F1 monitoring, best checkpoint, early stopping, CSV and TensorBoard logs.
 
-    At the end the model holds the weights of the best epoch by validation macro-F1.
+    ``verbose`` as Keras' (1: a bar for terminals, 2: a line per epoch); ``progress_every`` > 0 adds a log
+    line every that many steps (:func:`step_progress`). At the end the model holds the weights of the best
+    epoch by validation macro-F1.
     """
     import time
 
     import tensorflow as tf
 
     # TensorFlow's checkpoint format: unlike .h5, it restores under MirroredStrategy.
-    checkpoint = run_dir / "checkpoints" / "best"
+    checkpoint = run_dir / CHECKPOINT_DIR / "best"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     timer = _step_timer_class()()
     callbacks = [
@@ -250,6 +318,8 @@ def fit(
         tf.keras.callbacks.CSVLogger(str(run_dir / "log.csv")),
         tf.keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0),
     ]
+    if progress_every and steps_per_epoch:
+        callbacks.append(step_progress(steps_per_epoch, examples_per_step, progress_every))
     if patience:
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=patience))
     started = time.perf_counter()
