@@ -82,7 +82,8 @@ def is_spaced(text: str, max_mean_word_chars: float = BaselineSettings.max_mean_
     return len(words) >= 2 and sum(map(len, words)) / len(words) <= max_mean_word_chars
 
 
-def choose_analyzer(texts: Sequence[str], settings: BaselineSettings = BaselineSettings()) -> tuple[str, tuple[int, int]]:
+def choose_analyzer(texts: Sequence[str],
+                    settings: BaselineSettings = BaselineSettings()) -> tuple[str, tuple[int, int]]:
     """``("word", (1, 2))`` when most texts have spaces between words, else ``("char", (1, 3))``.
 
     Example:
