@@ -100,3 +100,5 @@ def test_reads_the_splits_of_a_corpus(tmp_path):
     corpus = load_corpus(DataConfig(train_file=str(tmp_path / "reviews.jsonl")), seed=0)
     metrics = baseline_metrics(corpus.splits, corpus.label_names, seed=0)
     assert metrics["test"]["n"] == corpus.sizes()["test"] and metrics["test"]["macro_f1"] > 0.8
+    frames = {name: split.to_pandas() for name, split in corpus.splits.items()}
+    assert baseline_metrics(frames, corpus.label_names, seed=0)["test"] == metrics["test"]

@@ -197,8 +197,16 @@ def baseline_metrics(
 
 def _column(split, name: str) -> Optional[Sequence]:
     """A column of a Dataset, DataFrame or dict of lists, or None when it has no such column."""
-    names = getattr(split, "column_names", None) or getattr(split, "columns", None) or split.keys()
-    return split[name] if name in names else None
+    for attribute in ("column_names", "columns"):  # Dataset, DataFrame (an Index has no truth value: no `or`)
+        if hasattr(split, attribute):
+            names = list(getattr(split, attribute))
+            break
+    else:
+        names = list(split.keys())
+    if name not in names:
+        return None
+    column = split[name]
+    return column.tolist() if hasattr(column, "tolist") else column
 
 
 def _documents(texts: Sequence[str], text_pairs: Optional[Sequence[str]], max_chars: Optional[int]) -> list[str]:
