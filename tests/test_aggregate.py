@@ -59,6 +59,7 @@ def output(tmp_path) -> Path:
     make_run(root, "ag_news", "bert-base-uncased", "20261204_130000", status="failed")
     make_run(root, "ag_news", "bert-base-uncased", "20261204_140000", status="running")
     make_run(root, "ag_news", "bert-base-uncased", "20261204_150000", status="running")
+    (make_run(root, "ag_news", "bert-base-uncased", "20261204_160000") / "metrics.json").unlink()
     return root
 
 
@@ -69,7 +70,7 @@ def test_one_row_per_finished_run_sorted_by_dataset_then_test_f1(output):
         ("sms_spam", "all-MiniLM-L6-v2", 0.98),
         ("sms_spam", "bert-base-uncased", 0.95),
     ]
-    assert collected.skipped == {"failed": 1, "running": 2}
+    assert collected.skipped == {"failed": 1, "running": 2, "finished without metrics.json": 1}
     best = collected.rows[1]
     assert best["parameters"] == 22_713_216 and best["baseline_test_macro_f1"] is None
     bert = collected.rows[2]
@@ -82,7 +83,7 @@ def test_one_row_per_finished_run_sorted_by_dataset_then_test_f1(output):
 def test_writes_csv_and_markdown_and_counts_skipped_runs(output, tmp_path, capsys):
     assert main([str(output), "--csv", str(tmp_path / "runs.csv")]) == 0
     captured = capsys.readouterr()
-    assert captured.err.strip() == "skipped 3 run(s) not finished: 1 failed, 2 running"
+    assert captured.err.strip() == "skipped 4 run(s): 1 failed, 1 finished without metrics.json, 2 running"
     table = captured.out.splitlines()
     assert table[0] == "| " + " | ".join(FIELDS) + " |" and len(table) == 2 + 3
     assert "| ag_news | bert-base-uncased |  | 5e-05 | 32 | 3 | 2 |" in table[2]

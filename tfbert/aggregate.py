@@ -119,8 +119,10 @@ def collect_rows(paths: Sequence[str | Path]) -> Collected:
             status = read_status(run).get("status") or "unreadable"
             if status == "finished" and (run / "metrics.json").is_file():
                 collected.rows.append(run_row(run))
-            else:
-                collected.skipped[status] = collected.skipped.get(status, 0) + 1
+                continue
+            if status == "finished":
+                status = "finished without metrics.json"
+            collected.skipped[status] = collected.skipped.get(status, 0) + 1
     collected.rows.sort(key=_order)
     return collected
 
@@ -165,7 +167,7 @@ def _skipped_line(skipped: dict[str, int]) -> Optional[str]:
     if not skipped:
         return None
     counts = ", ".join(f"{count} {status}" for status, count in sorted(skipped.items()))
-    return f"skipped {sum(skipped.values())} run(s) not finished: {counts}"
+    return f"skipped {sum(skipped.values())} run(s): {counts}"
 
 
 def _write(path: str, text: str) -> None:
