@@ -30,11 +30,11 @@ def splits() -> dict:
 
 def test_spaced_text_gets_word_ngrams_and_japanese_gets_character_ngrams():
     assert choose_analyzer([r["text"] for r in make_rows(30)]) == ("word", (1, 2))
-    assert choose_analyzer(JAPANESE) == ("char", (1, 3))
+    assert choose_analyzer(JAPANESE) == ("char", (1, 2))
     # A title and body on two lines, or a stray space, do not make Japanese "spaced".
     assert not is_spaced("ニュース速報\n新しいスマートフォンが今日発表されました。価格は未定です。")
     assert is_spaced("free entry in 2 a wkly comp to win FA Cup final tkts")
-    assert fit_baseline(JAPANESE, [0, 1, 0, 1], seed=0).analyzer == "char 1-3"
+    assert fit_baseline(JAPANESE, [0, 1, 0, 1], seed=0).analyzer == "char 1-2"
 
 
 def test_learns_a_separable_corpus_with_probabilities_per_class(splits):
