@@ -102,3 +102,13 @@ def test_reads_the_splits_of_a_corpus(tmp_path):
     assert metrics["test"]["n"] == corpus.sizes()["test"] and metrics["test"]["macro_f1"] > 0.8
     frames = {name: split.to_pandas() for name, split in corpus.splits.items()}
     assert baseline_metrics(frames, corpus.label_names, seed=0)["test"] == metrics["test"]
+
+
+def test_a_model_below_the_baseline_is_warned_about():
+    from tfbert.baseline import below_baseline_warning
+
+    floor = {"analyzer": "char 1-2", "test": {"macro_f1": 0.9}}
+    assert below_baseline_warning(0.9, floor) is None
+    assert below_baseline_warning(0.95, floor) is None
+    warning = below_baseline_warning(0.8999, floor)
+    assert "0.8999 is below the TF-IDF baseline's 0.9000 (char 1-2)" in warning

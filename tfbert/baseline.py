@@ -220,3 +220,17 @@ def _documents(texts: Sequence[str], text_pairs: Optional[Sequence[str]], max_ch
     if text_pairs is None:
         return [cut(str(text)) for text in texts]
     return [cut(str(text)) + PAIR_SEPARATOR + cut(str(pair)) for text, pair in zip(texts, text_pairs)]
+
+
+def below_baseline_warning(model_test_macro_f1: float, baseline: dict) -> Optional[str]:
+    """The warning a run gets when its model scores under the baseline on test, else None.
+
+    Example:
+        >>> below_baseline_warning(0.80, {"analyzer": "word 1-2", "test": {"macro_f1": 0.87}})
+        'the model's test macro-F1 0.8000 is below the TF-IDF baseline's 0.8700 (word 1-2): it did not earn its cost'
+    """
+    floor = baseline["test"]["macro_f1"]
+    if model_test_macro_f1 >= floor:
+        return None
+    return (f"the model's test macro-F1 {model_test_macro_f1:.4f} is below the TF-IDF baseline's {floor:.4f} "
+            f"({baseline['analyzer']}): it did not earn its cost")

