@@ -16,8 +16,10 @@ def main() -> int:
     setup_logging(config.training.quiet or config.training.json, config.training.verbose)
     runtime.import_tensorflow(config.training.verbose)
     from tfbert.experiment import train
+    from tfbert.resume import given_flags
 
-    summary = train(config, report=(lambda line: None) if config.training.json else print)
+    summary = train(config, report=(lambda line: None) if config.training.json else print,
+                    given_flags=given_flags(sys.argv[1:]))
     if config.training.json:
         print(json.dumps(summary))
     else:

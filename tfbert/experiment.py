@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tfbert import baseline, runs
+from tfbert import baseline, resume, runs
 from tfbert.config import TrainConfig
 from tfbert.diagnose import library_versions
 from tfbert.errors import TfbertError
@@ -84,23 +84,24 @@ class Results:
     compact: Optional[dict] = None
 
 
-def train(config: TrainConfig, report=print) -> dict:
-    """Fine-tune, evaluate and export as ``config`` says; return the run's summary.
+def train(config: TrainConfig, report=print, given_flags: Optional[set[str]] = None) -> dict:
+    """Fine-tune, evaluate and export as ``config`` says (with --resume: continue that run); return the summary.
 
-    Nothing is written before the data, model and settings have been checked, so bad input
-    leaves no run folder; a run that fails later is marked failed in its status.json and keeps
-    its checkpoints.
+    Nothing is written before the data, model and settings have been checked, so bad input leaves no run folder;
+    a run that fails later is marked failed (interrupted, if stopped by a signal) and keeps its checkpoints.
     """
     from tfbert import runtime
+    from tfbert.backup import RunInterrupted
 
     runtime.quiet_libraries()
+    config = resume.resumed_config(config, given_flags)  # the flags the user gave, if known
     prepared = prepare(config, report)
     context = _start_run(config, prepared, report)
     try:
         return _run_steps(context, prepared)
-    except KeyboardInterrupt:
-        runs.set_status(context.run, "failed", error="interrupted")
-        raise
+    except (RunInterrupted, KeyboardInterrupt) as stop:
+        runs.set_status(context.run, "interrupted", signal=getattr(stop, "signal_number", 2))
+        raise RunInterrupted(getattr(stop, "signal_number", 2), context.run.path) from None
     except Exception as error:
         runs.set_status(context.run, "failed", error=f"{type(error).__name__}: {error}")
         raise
@@ -160,7 +161,7 @@ def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
     fused = runtime.use_fused_ops(settings.fused_ops)
     runtime.set_seed(settings.seed, settings.deterministic)
     strategy = runtime.select_strategy()
-    run = runs.create_run(settings.output_dir, settings.plots_dir, prepared.corpus.name, config.model.model_name)
+    run = resume.open_or_create_run(config, prepared.corpus)
     runs.set_status(run, "running")
     return RunContext(
         config=config, run=run, policy=policy, fused=fused, strategy=strategy, report=report,
@@ -231,7 +232,7 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
         model, train_data, epochs=settings.epochs, evaluate_validation=evaluate_validation,
         run_dir=context.run.path, patience=settings.patience, class_weight=class_weight, n_train=n_train,
         steps_per_epoch=steps_per_epoch, n_train_tokens=int(sum(len(ids) for ids in encoded["train"]["input_ids"])),
-        verbose=verbose, progress_every=progress_every, examples_per_step=update_batch,
+        verbose=verbose, progress_every=progress_every, examples_per_step=update_batch, save_every=settings.save_every,
     )
     # Peak memory before evaluation and export add their own.
     return Results(model=model, fitted=fitted, peak_rss_mib_training=runtime.peak_rss_mib())
