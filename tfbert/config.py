@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from tfbert.distribution import PARAMETER_SERVER_REFUSAL, STRATEGIES
 from tfbert.errors import TfbertError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -134,7 +135,7 @@ class TrainingConfig:
     """Optimisation, callbacks, hardware and where results go."""
 
     epochs: int = _help("number of passes over the training data", default=3)
-    batch_size: int = _help("examples per step (across all devices)", default=32)
+    batch_size: int = _help("global batch: examples per step summed over all devices and workers", default=32)
     lr: float = _help("peak learning rate of AdamW", default=5e-5)
     warmup_ratio: float = _help("share of steps with a linear learning-rate warm-up", default=0.1)
     weight_decay: float = _help("AdamW weight decay (never applied to LayerNorm or bias)", default=0.01)
@@ -196,6 +197,9 @@ class TrainingConfig:
     deterministic: bool = _help(
         "turn on TensorFlow's op determinism (slower)", default=False
     )
+    strategy: str = _help("tf.distribute strategy; auto: multi_worker when TF_CONFIG names several workers, tpu "
+                          "with --tpu, mirrored on 1+ GPUs, else default", default="auto", meta={"choices": STRATEGIES})
+    tpu: str = _help("TPU address for --strategy tpu/auto (grpc://host:8470, a TPU name, or local)", default="")
     top_errors: int = _help("how many of the most confident wrong predictions to list", default=20)
     output_dir: str = _help("where run folders are created", default="output")
     plots_dir: str = _help("where run figures are created", default="plots")
@@ -301,6 +305,8 @@ def validate(config: TrainConfig) -> None:
         (not 0 <= t.compact_max_f1_drop < 1, "--compact_max_f1_drop must be in [0, 1) (e.g. 0.005)"),
         (t.log_every < 0, "--log_every must not be negative (0 picks ~15 lines per epoch)"),
         (t.top_errors < 0, "--top_errors must not be negative"),
+        (t.strategy == "parameter_server", PARAMETER_SERVER_REFUSAL),
+        (t.tpu and t.strategy not in ("auto", "tpu"), f"--tpu needs --strategy tpu or auto, not {t.strategy}"),
         (d.max_length < 8, "--max_length must be at least 8"),
         (m.head_hidden_size < 0, "--head_hidden_size must not be negative"),
         (m.head_hidden_size and not m.freeze_encoder,

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tfbert import runs
+from tfbert import distribution, runs, runtime
 from tfbert.config import TrainConfig
 from tfbert.errors import TfbertError
 from tfbert.training import CHECKPOINT_DIR
@@ -44,7 +44,6 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return found
-
 
 
 @dataclass
@@ -81,6 +80,7 @@ class RunContext:
     fused: bool
     strategy: Any
     pad_multiple: int
+    scratch: Optional[Path] = None  # on a cluster's non-chief workers: where their copy of the run goes, then dropped
     report: Callable[[str], None] = print
     started: float = field(default_factory=time.time)
 
@@ -125,6 +125,8 @@ def _run_steps(context: RunContext, prepared: Prepared) -> dict:
     _write_config(context, prepared)
     results = _fit(context, prepared)
     results.evaluations = _evaluate_and_write(context, prepared, results.model)
+    if context.scratch:  # a non-chief worker: it trained and predicted with the others; the chief writes the rest
+        return distribution.finish_worker(context.strategy, context.scratch, results.fitted, results.evaluations)
     results.figures = _draw_figures(context, prepared, results)
     results.saved_model, results.compact = _export(context, prepared, results)
     return _finish(context, prepared, results)
@@ -165,19 +167,18 @@ def _describe_data(prepared: Prepared, max_length: int) -> str:
 
 
 def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
-    """Set up the process (precision, fused ops, seeds, devices) and create the run folder, marked running."""
-    from tfbert import runtime
-
+    """Set up the process (strategy first, precision, fused ops, seeds); create the run folder, marked running."""
     settings = config.training
+    strategy = distribution.select_strategy(settings.strategy, settings.tpu, settings.batch_size)  # before TF's 1st op
     policy = runtime.resolve_precision(settings.precision)
     runtime.set_precision(policy)
     fused = runtime.use_fused_ops(settings.fused_ops)
     runtime.set_seed(settings.seed, settings.deterministic)
-    strategy = runtime.select_strategy()
-    run = runs.create_run(settings.output_dir, settings.plots_dir, prepared.corpus.name, config.model.model_name)
+    output_dir, plots_dir, scratch = distribution.run_roots(strategy, settings.output_dir, settings.plots_dir)
+    run = runs.create_run(output_dir, plots_dir, prepared.corpus.name, config.model.model_name)
     runs.set_status(run, "running")
     return RunContext(
-        config=config, run=run, policy=policy, fused=fused, strategy=strategy, report=report,
+        config=config, run=run, policy=policy, fused=fused, strategy=strategy, report=report, scratch=scratch,
         export_policy=runtime.resolve_export_precision(settings.export_precision, policy),
         pad_multiple=settings.pad_to_multiple_of or (16 if settings.xla else DEFAULT_PAD_MULTIPLE),
     )
@@ -198,8 +199,7 @@ def _write_config(context: RunContext, prepared: Prepared) -> None:
             "fused_ops": context.fused,
             "export_precision_policy": context.export_policy,
             "pad_to_multiple_of": context.pad_multiple,
-            "strategy": type(strategy).__name__,
-            "replicas": strategy.num_replicas_in_sync,
+            **distribution.describe(strategy),
             "devices": [d.name for d in tf.config.list_logical_devices()],
         },
         "labels": corpus.label_names,
