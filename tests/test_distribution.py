@@ -199,7 +199,7 @@ def test_two_worker_processes_train_identical_weights_and_only_the_chief_writes(
     assert Path(chief["run_dir"]).is_dir() and worker["worker"] == "worker 1"
     assert chief["best_epoch"] == worker["best_epoch"]
     assert abs(chief["test_macro_f1"] - worker["test_macro_f1"]) < 1e-9  # one collective prediction, seen by both
-    runs = [p.parent for p in output.rglob("config.json")]
+    runs = [p.parent for p in output.rglob("status.json")]
     assert runs == [Path(chief["run_dir"])]  # the run folder exists once
     config = json.loads((runs[0] / "config.json").read_text())
     assert config["resolved"]["strategy"] == "MultiWorkerMirroredStrategy" and config["resolved"]["replicas"] == 2
