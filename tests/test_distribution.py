@@ -66,7 +66,8 @@ SAME_WEIGHTS = textwrap.dedent(
     import numpy as np
     import tfbert
     import tensorflow as tf
-    replicas, accum, folder, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    from pathlib import Path
+    replicas, accum, folder, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
     import datasets

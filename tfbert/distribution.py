@@ -202,5 +202,7 @@ def batch_split_warning(batch_size: int, replicas: int) -> Optional[str]:
 
 def describe(strategy) -> dict[str, Any]:
     """The strategy part of config.json's resolved settings."""
-    return {"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+    name = type(strategy).__name__
+    public = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}.get(name, name)  # TF's internal name
+    return {"strategy": public, "replicas": strategy.num_replicas_in_sync,
             "workers": worker_count(tf_config_from_env()) or 1}
