@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Callable, Optional
 
-from tfbert.config import InferConfig, ServeConfig, validate_infer, validate_serve
+from tfbert.command_configs import InferConfig, ServeConfig, validate_infer, validate_serve
 from tfbert.errors import TfbertError
 
 # Loggers that speak at INFO about themselves ("TensorFlow version 2.x available.") rather than about the run.
@@ -49,7 +49,7 @@ def _parser(config_class: type, prog: str, description: str):
 
 
 def parse_infer_args(argv: Optional[list[str]] = None) -> InferConfig:
-    """Parse infer.py's command line into a validated :class:`tfbert.config.InferConfig`."""
+    """Parse infer.py's command line into a validated :class:`tfbert.command_configs.InferConfig`."""
     parser = _parser(InferConfig, "infer.py", "Print each text's predicted label and confidence.")
     helps = {field.name: field.metadata["help"] for field in dataclasses.fields(InferConfig)}
     parser.add_argument("texts", nargs="*", default=[], help=helps["texts"])
@@ -61,7 +61,7 @@ def parse_infer_args(argv: Optional[list[str]] = None) -> InferConfig:
 
 
 def parse_serve_args(argv: Optional[list[str]] = None) -> ServeConfig:
-    """Parse serve.py's command line into a validated :class:`tfbert.config.ServeConfig`.
+    """Parse serve.py's command line into a validated :class:`tfbert.command_configs.ServeConfig`.
 
     Example:
         >>> parse_serve_args(["--port", "9000"]).port

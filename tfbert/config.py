@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from tfbert.distribution import PARAMETER_SERVER_REFUSAL, STRATEGIES
 from tfbert.errors import TfbertError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -23,7 +24,7 @@ DEFAULT_DATASET = "demo_reviews"
 VERBOSE_HELP = "also show TensorFlow's start-up lines and the libraries' info logs (hidden by default)"
 
 
-def _help(text: str, **kwargs: Any) -> Any:
+def setting(text: str, **kwargs: Any) -> Any:
     """A dataclass field whose metadata HfArgumentParser turns into the flag's help and choices."""
     return field(metadata={"help": text, **kwargs.pop("meta", {})}, **kwargs)
 
@@ -32,66 +33,66 @@ def _help(text: str, **kwargs: Any) -> Any:
 class DataConfig:
     """Where the examples come from and how they are split and truncated."""
 
-    dataset: Optional[str] = _help(
+    dataset: Optional[str] = setting(
         "named dataset preset (demo_reviews, amazon_ja, livedoor, ag_news, imdb, sms_spam); "
         f"default {DEFAULT_DATASET} unless --train_file is given",
         default=None,
     )
-    data_dir: Optional[str] = _help(
+    data_dir: Optional[str] = setting(
         "folder or archive with a preset's original files (offline); without it presets load from the Hub",
         default=None,
     )
-    train_file: Optional[str] = _help(
+    train_file: Optional[str] = setting(
         "training data: .jsonl, .json, .csv, .tsv, .parquet, or a folder with one subfolder per class",
         default=None,
     )
-    validation_file: Optional[str] = _help(
+    validation_file: Optional[str] = setting(
         "validation data (same formats); default: a seeded stratified share of the training data",
         default=None,
     )
-    test_file: Optional[str] = _help(
+    test_file: Optional[str] = setting(
         "test data (same formats); default: a seeded stratified share of the training data",
         default=None,
     )
-    text_column: str = _help("column holding the text", default="text")
-    text_pair_column: Optional[str] = _help(
+    text_column: str = setting("column holding the text", default="text")
+    text_pair_column: Optional[str] = setting(
         "column holding a second text (sentence pairs, title + body)", default=None
     )
-    label_column: str = _help("column holding the label (strings or integers)", default="label")
-    columns: Optional[str] = _help(
+    label_column: str = setting("column holding the label (strings or integers)", default="label")
+    columns: Optional[str] = setting(
         "column names of CSV/TSV files without a header row, in order, e.g. label,text (_ skips a column); "
         "applies to every file of the run",
         default=None,
     )
-    label_names: Optional[str] = _help(
+    label_names: Optional[str] = setting(
         "comma-separated label names fixing their order (default: sorted labels of the training data)",
         default=None,
     )
-    label_scheme: Optional[str] = _help(
+    label_scheme: Optional[str] = setting(
         "preset label scheme, e.g. '5' keeps amazon_ja's five star classes (default: the preset's own)",
         default=None,
     )
-    split_ratio: str = _help(
+    split_ratio: str = setting(
         "train:validation:test ratio used for the splits not given as files", default="8:1:1"
     )
-    max_train_samples: Optional[int] = _help(
+    max_train_samples: Optional[int] = setting(
         "keep a seeded stratified subset of this many training examples, after splitting (quick trials)",
         default=None,
     )
-    max_eval_samples: Optional[int] = _help(
+    max_eval_samples: Optional[int] = setting(
         "keep a seeded stratified subset of this many examples of the validation and of the test split",
         default=None,
     )
-    dedupe: bool = _help(
+    dedupe: bool = setting(
         "remove duplicate texts and texts of a later split found in an earlier one", default=False
     )
-    max_length: int = _help("maximum tokens per example, [CLS] and [SEP] included", default=128)
-    truncation: str = _help(
+    max_length: int = setting("maximum tokens per example, [CLS] and [SEP] included", default=128)
+    truncation: str = setting(
         "which tokens to keep when a text is too long: head, tail or head_tail",
         default="head",
         meta={"choices": ["head", "tail", "head_tail"]},
     )
-    cache_dir: str = _help(
+    cache_dir: str = setting(
         "where tokenised splits are kept and reused (keyed by a digest of rows, tokenizer and settings); "
         "default $TFBERT_CACHE or ~/.cache/tfbert; 'off' turns caching off",
         default="",
@@ -111,20 +112,20 @@ class DataConfig:
 class ModelConfig:
     """Which checkpoint to fine-tune and what head to put on it."""
 
-    model_name: str = _help(
+    model_name: str = setting(
         "hub id or local folder of a BERT-family checkpoint (default: the bundled all-MiniLM-L6-v2)",
         default=DEFAULT_MODEL,
     )
-    word_tokenizer: Optional[str] = _help(
+    word_tokenizer: Optional[str] = setting(
         "Japanese BERT word splitter: mecab (fugashi + unidic-lite) or basic (no MeCab; splits only at spaces "
         "and punctuation, so unspaced Japanese stays one word per run and WordPiece cuts it greedily)",
         default=None,
         meta={"choices": ["mecab", "basic"]},
     )
-    freeze_encoder: bool = _help(
+    freeze_encoder: bool = setting(
         "train only the classification head, keeping the encoder's weights fixed", default=False
     )
-    head_hidden_size: int = _help(
+    head_hidden_size: int = setting(
         "with --freeze_encoder: hidden units of a small MLP head (0: a linear head)", default=0
     )
 
@@ -133,90 +134,93 @@ class ModelConfig:
 class TrainingConfig:
     """Optimisation, callbacks, hardware and where results go."""
 
-    epochs: int = _help("number of passes over the training data", default=3)
-    batch_size: int = _help("examples per step (across all devices)", default=32)
-    lr: float = _help("peak learning rate of AdamW", default=5e-5)
-    warmup_ratio: float = _help("share of steps with a linear learning-rate warm-up", default=0.1)
-    weight_decay: float = _help("AdamW weight decay (never applied to LayerNorm or bias)", default=0.01)
-    seed: int = _help("random seed for splits, shuffling and initialisation", default=42)
-    patience: int = _help(
+    epochs: int = setting("number of passes over the training data", default=3)
+    batch_size: int = setting("global batch: examples per step summed over all devices and workers", default=32)
+    lr: float = setting("peak learning rate of AdamW", default=5e-5)
+    warmup_ratio: float = setting("share of steps with a linear learning-rate warm-up", default=0.1)
+    weight_decay: float = setting("AdamW weight decay (never applied to LayerNorm or bias)", default=0.01)
+    seed: int = setting("random seed for splits, shuffling and initialisation", default=42)
+    patience: int = setting(
         "stop after this many epochs without a better validation macro-F1 (0: never stop early)",
         default=2,
     )
-    class_weight: Optional[str] = _help(
+    class_weight: Optional[str] = setting(
         "'balanced' weighs the loss by inverse class frequency", default=None, meta={"choices": ["balanced"]}
     )
-    precision: str = _help(
+    precision: str = setting(
         "float32, bfloat16 or float16 mixed precision; auto picks bfloat16 where the hardware has it",
         default="auto",
         meta={"choices": ["auto", "float32", "bfloat16", "float16"]},
     )
-    xla: bool = _help("compile the training step with XLA", default=False)
-    fused_ops: str = _help(
+    xla: bool = setting("compile the training step with XLA", default=False)
+    fused_ops: str = setting(
         "exact GELU as one XLA kernel and dropout from 16-bit masks (same functions, faster on CPU); "
         "auto: on when training on CPU",
         default="auto",
         meta={"choices": ["auto", "on", "off"]},
     )
-    export_precision: str = _help(
+    export_precision: str = setting(
         "precision of the exported SavedModel; auto: bfloat16 after bfloat16 training, else float32",
         default="auto",
         meta={"choices": ["auto", "float32", "bfloat16"]},
     )
-    export_weights: str = _help(
+    export_weights: str = setting(
         "where the SavedModel keeps the weights; constants: in the graph, converted once at load (faster "
         "requests, more server memory and a slower start); variables: converted on every request",
         default="constants",
         meta={"choices": ["constants", "variables"]},
     )
-    export_tflite: bool = _help(
+    export_tflite: bool = setting(
         "also write compact/model_int8.tflite (TFLite with dynamic-range int8 weights, run by LiteRT) and "
         "record its test macro-F1 beside the model's",
         default=False,
     )
-    compact_layers: str = _help(
+    compact_layers: str = setting(
         "encoder layers of the compact export; auto: leave layers out one at a time, the least harmful first, "
         "while the float32 model's validation macro-F1 stays within --compact_max_f1_drop of the full model's; "
         "all: keep every layer",
         default="auto",
         meta={"choices": ["auto", "all"]},
     )
-    compact_max_f1_drop: float = _help(
+    compact_max_f1_drop: float = setting(
         "validation macro-F1 that --compact_layers auto may give up for speed", default=0.005
     )
-    pad_to_multiple_of: int = _help(
+    pad_to_multiple_of: int = setting(
         "round each batch's length up to a multiple of this (fewer shapes to compile); 0: 16 with --xla, else 8",
         default=0,
     )
-    grad_accum_steps: int = _help(
+    grad_accum_steps: int = setting(
         "sum the gradients of this many batches before each update: an effective batch of "
         "batch_size x grad_accum_steps in the memory of batch_size",
         default=1,
     )
-    deterministic: bool = _help(
+    deterministic: bool = setting(
         "turn on TensorFlow's op determinism (slower)", default=False
     )
-    baseline: str = _help(
+    baseline: str = setting(
         "on: fit a TF-IDF + logistic-regression baseline on the same splits and report it beside the model",
         default="on", meta={"choices": ["on", "off"]},
     )
-    top_errors: int = _help("how many of the most confident wrong predictions to list", default=20)
-    output_dir: str = _help("where run folders are created", default="output")
-    plots_dir: str = _help("where run figures are created", default="plots")
-    keep_checkpoints: bool = _help(
+    strategy: str = setting("tf.distribute strategy; auto: multi_worker when TF_CONFIG names several workers, tpu "
+                          "with --tpu, mirrored on 1+ GPUs, else default", default="auto", meta={"choices": STRATEGIES})
+    tpu: str = setting("TPU address for --strategy tpu/auto (grpc://host:8470, a TPU name, or local)", default="")
+    top_errors: int = setting("how many of the most confident wrong predictions to list", default=20)
+    output_dir: str = setting("where run folders are created", default="output")
+    plots_dir: str = setting("where run figures are created", default="plots")
+    keep_checkpoints: bool = setting(
         "keep checkpoints/ (the best epoch's training state with optimizer slots) after a finished run; "
         "without it only a failed run keeps them", default=False
     )
-    save_every: int = _help("back the training state up every this many steps, besides each epoch end (0: only "
+    save_every: int = setting("back the training state up every this many steps, besides each epoch end (0: only "
                             "there); SIGTERM/SIGINT also save one before stopping", default=0)
-    resume: Optional[str] = _help("continue an interrupted run with its own settings: its folder, or auto (the newest "
+    resume: Optional[str] = setting("continue an interrupted run with its own settings: its folder, or auto (the newest "
                                   "unfinished run of this dataset and model, else a new run)", default=None)
-    log_every: int = _help(
+    log_every: int = setting(
         "when stdout is not a terminal, log progress every this many steps (0: ~15 lines per epoch)", default=0
     )
-    quiet: bool = _help("no progress bars; print only the summary", default=False)
-    json: bool = _help("print the summary as one JSON object", default=False)
-    verbose: bool = _help(VERBOSE_HELP, default=False)
+    quiet: bool = setting("no progress bars; print only the summary", default=False)
+    json: bool = setting("print the summary as one JSON object", default=False)
+    verbose: bool = setting(VERBOSE_HELP, default=False)
 
 
 @dataclass
@@ -297,7 +301,7 @@ def validate(config: TrainConfig) -> None:
         ratio_problem = ""
     except TfbertError as error:
         ratio_problem = str(error)
-    _raise_problems([
+    raise_problems([
         (t.epochs < 1, "--epochs must be at least 1"),
         (t.batch_size < 1, "--batch_size must be at least 1"),
         (not 0 < t.lr < 1, "--lr must be between 0 and 1 (e.g. 5e-5)"),
@@ -310,6 +314,8 @@ def validate(config: TrainConfig) -> None:
         (t.log_every < 0, "--log_every must not be negative (0 picks ~15 lines per epoch)"),
         (t.save_every < 0, "--save_every must not be negative (0: back up at epoch ends only)"),
         (t.top_errors < 0, "--top_errors must not be negative"),
+        (t.strategy == "parameter_server", PARAMETER_SERVER_REFUSAL),
+        (t.tpu and t.strategy not in ("auto", "tpu"), f"--tpu needs --strategy tpu or auto, not {t.strategy}"),
         (d.max_length < 8, "--max_length must be at least 8"),
         (m.head_hidden_size < 0, "--head_hidden_size must not be negative"),
         (m.head_hidden_size and not m.freeze_encoder,
@@ -321,80 +327,8 @@ def validate(config: TrainConfig) -> None:
     ])
 
 
-def _positional(text: str) -> Any:
-    """A field HfArgumentParser leaves out (init=False); its entry point adds it as a positional or repeated flag."""
-    return field(default_factory=list, init=False, metadata={"help": text})
-
-
-@dataclass
-class InferConfig:
-    """Settings of infer.py: which model, which texts, how answers are printed."""
-
-    texts: list[str] = _positional("texts to classify")
-    text_pair: list[str] = _positional(
-        "second text of a pair, once per positional text in order (for models trained with --text_pair_column); "
-        "a pair model given no pairs answers with a warning, a single-text model given pairs is an error"
-    )
-    model: Optional[str] = _help("run folder, save_pretrained folder, SavedModel or compact/ TFLite folder "
-                                 "(default: newest run)", default=None)
-    output_dir: str = _help("where to look for the newest run", default="output")
-    server: Optional[str] = _help("URL of a TF Serving-compatible endpoint, e.g. "
-                                  "http://127.0.0.1:8501/v1/models/tfbert", default=None)
-    file: Optional[str] = _help("read texts from a file: one text a line (.txt), JSON Lines (.jsonl) or CSV/TSV "
-                                "with a header row", default=None)
-    text_column: str = _help("field/column holding the text in a JSON Lines or CSV/TSV --file", default="text")
-    text_pair_column: Optional[str] = _help("field/column holding the second text in a JSON Lines or CSV/TSV --file",
-                                            default=None)
-    top_k: int = _help("show the k most probable labels", default=1)
-    json: bool = _help("one JSON object per text", default=False)
-    verbose: bool = _help(VERBOSE_HELP, default=False)
-
-
-@dataclass
-class ServeConfig:
-    """Settings of serve.py: which SavedModel, where to listen, what one request may ask."""
-
-    model: Optional[str] = _help("run folder, SavedModel base path or version folder (default: newest run)",
-                                 default=None)
-    output_dir: str = _help("where to look for the newest run", default="output")
-    model_name: str = _help("the NAME in /v1/models/NAME", default="tfbert")
-    host: str = _help("address to bind (0.0.0.0 exposes it to the network)", default="127.0.0.1")
-    port: int = _help("TCP port, 1-65535 (TF Serving's REST port is 8501)", default=8501)
-    max_body_bytes: int = _help("larger requests get HTTP 413", default=4 * 1024 * 1024)
-    max_batch: int = _help("larger batches get HTTP 400", default=256)
-    verbose: bool = _help(VERBOSE_HELP, default=False)
-
-
-def validate_infer(config: InferConfig) -> None:
-    """Collect every problem with infer.py's settings and raise one error naming the flags."""
-    empty = ", ".join(str(i) for i, text in enumerate(config.texts, start=1) if not text.strip())
-    _raise_problems([
-        (config.top_k < 1, "--top_k must be at least 1"),
-        (config.model and config.server, "give either --model or --server, not both"),
-        (config.text_pair_column and not config.file,
-         "--text_pair_column needs --file (for texts on the command line use --text_pair)"),
-        (config.text_pair and len(config.text_pair) != len(config.texts),
-         f"--text_pair given {len(config.text_pair)} time(s) for {len(config.texts)} text(s); "
-         "give one --text_pair per positional text"),
-        (empty, f"text {empty} on the command line is empty; give non-empty texts"),
-    ])
-
-
-def validate_serve(config: ServeConfig) -> None:
-    """Collect every problem with serve.py's settings and raise one error naming the flags."""
-    import re
-
-    _raise_problems([
-        (not 1 <= config.port <= 65535, "--port must be in 1-65535"),  # 0 would bind a port nobody is told
-        (config.max_body_bytes < 1, "--max_body_bytes must be at least 1"),
-        (config.max_batch < 1, "--max_batch must be at least 1"),
-        (not re.fullmatch(r"[A-Za-z0-9._-]+", config.model_name),
-         f"--model_name {config.model_name!r}: use letters, digits, '.', '_' or '-' (it is part of the URL)"),
-        (not config.host.strip(), "--host must not be empty (e.g. 127.0.0.1)"),
-    ])
-
-
-def _raise_problems(checks: list[tuple[Any, str]]) -> None:
+def raise_problems(checks: list[tuple[Any, str]]) -> None:
+    """Raise one TfbertError naming every failed check's message (collect-all validation)."""
     problems = [message for failed, message in checks if failed]
     if problems:
         raise TfbertError("; ".join(problems))

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tfbert import baseline, resume, runs
+from tfbert import baseline, distribution, resume, runs, runtime
 from tfbert.config import TrainConfig
 from tfbert.diagnose import library_versions
 from tfbert.errors import TfbertError
@@ -67,6 +67,7 @@ class RunContext:
     fused: bool
     strategy: Any
     pad_multiple: int
+    scratch: Optional[Path] = None  # on a cluster's non-chief workers: where their copy of the run goes, then dropped
     report: Callable[[str], None] = print
     started: float = field(default_factory=time.time)
 
@@ -90,7 +91,6 @@ def train(config: TrainConfig, report=print, given_flags: Optional[set[str]] = N
     Nothing is written before the data, model and settings have been checked, so bad input leaves no run folder;
     a run that fails later is marked failed (interrupted, if stopped by a signal) and keeps its checkpoints.
     """
-    from tfbert import runtime
     from tfbert.backup import RunInterrupted
 
     runtime.quiet_libraries()
@@ -112,6 +112,8 @@ def _run_steps(context: RunContext, prepared: Prepared) -> dict:
     _write_config(context, prepared)
     results = _fit(context, prepared)
     results.evaluations = _evaluate_and_write(context, prepared, results.model)
+    if context.scratch:  # a non-chief worker: it trained and predicted with the others; the chief writes the rest
+        return distribution.finish_worker(context.strategy, context.scratch, results.fitted, results.evaluations)
     results.figures = _draw_figures(context, prepared, results)
     results.saved_model, results.compact = _export(context, prepared, results)
     return _finish(context, prepared, results)
@@ -152,19 +154,20 @@ def _describe_data(prepared: Prepared, max_length: int) -> str:
 
 
 def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
-    """Set up the process (precision, fused ops, seeds, devices) and create the run folder, marked running."""
-    from tfbert import runtime
-
+    """Set up the process (strategy first, precision, fused ops, seeds); create the run folder, marked running."""
     settings = config.training
+    strategy = distribution.select_strategy(settings.strategy, settings.tpu, settings.batch_size)  # before TF's 1st op
     policy = runtime.resolve_precision(settings.precision)
     runtime.set_precision(policy)
     fused = runtime.use_fused_ops(settings.fused_ops)
     runtime.set_seed(settings.seed, settings.deterministic)
-    strategy = runtime.select_strategy()
-    run = resume.open_or_create_run(config, prepared.corpus)
+    output_dir, plots_dir, scratch = distribution.run_roots(strategy, settings.output_dir, settings.plots_dir)
+    # Only the chief resumes a run folder; the other workers of a cluster write into a scratch folder.
+    run = (runs.create_run(output_dir, plots_dir, prepared.corpus.name, config.model.model_name) if scratch
+           else resume.open_or_create_run(config, prepared.corpus))
     runs.set_status(run, "running")
     return RunContext(
-        config=config, run=run, policy=policy, fused=fused, strategy=strategy, report=report,
+        config=config, run=run, policy=policy, fused=fused, strategy=strategy, report=report, scratch=scratch,
         export_policy=runtime.resolve_export_precision(settings.export_precision, policy),
         pad_multiple=settings.pad_to_multiple_of or (16 if settings.xla else DEFAULT_PAD_MULTIPLE),
     )
@@ -185,8 +188,7 @@ def _write_config(context: RunContext, prepared: Prepared) -> None:
             "fused_ops": context.fused,
             "export_precision_policy": context.export_policy,
             "pad_to_multiple_of": context.pad_multiple,
-            "strategy": type(strategy).__name__,
-            "replicas": strategy.num_replicas_in_sync,
+            **distribution.describe(strategy),
             "devices": [d.name for d in tf.config.list_logical_devices()],
         },
         "labels": corpus.label_names,
@@ -207,7 +209,7 @@ def _write_config(context: RunContext, prepared: Prepared) -> None:
 
 def _fit(context: RunContext, prepared: Prepared) -> Results:
     """Build the model and train it; it ends holding the best epoch's weights."""
-    from tfbert import runtime, training
+    from tfbert import training
     from tfbert.data.pipeline import training_dataset
     from tfbert.evaluation import split_metrics
 

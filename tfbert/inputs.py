@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from tfbert.config import InferConfig
+from tfbert.command_configs import InferConfig
 from tfbert.errors import TfbertError
 
 logger = logging.getLogger(__name__)

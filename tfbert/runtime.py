@@ -124,25 +124,17 @@ def strategy_for(devices: list[str]):
     return tf.distribute.get_strategy()
 
 
-def select_strategy():
-    """MirroredStrategy when several GPUs are visible, the default strategy otherwise.
+def select_strategy(requested: str = "auto", tpu: str = ""):
+    """The strategy of ``--strategy`` (see :func:`tfbert.distribution.select_strategy`).
 
     Example:
         >>> strategy = select_strategy()
         >>> with strategy.scope():
         ...     pass  # build and compile the model here
     """
-    import tensorflow as tf
+    from tfbert.distribution import select_strategy as select
 
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # devices already initialised
-            pass
-    strategy = strategy_for([device.name for device in tf.config.list_logical_devices("GPU")])
-    logger.info("strategy: %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
-    return strategy
+    return select(requested, tpu)
 
 
 def quiet_libraries() -> None:

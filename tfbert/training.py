@@ -15,6 +15,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from tfbert import distribution
+
 logger = logging.getLogger(__name__)
 
 NO_DECAY_ROLES = ("LayerNorm", "layer_norm", "LayerNormalization")
@@ -129,7 +131,9 @@ def accumulate_gradients(model, micro_batches: int) -> None:
     their gradients into one optimizer update: the update of the whole batch, the memory of one part.
 
     The loss is summed per example and divided by the whole batch's size, so the update equals the
-    unsplit one (up to float rounding) even when the parts differ in size.
+    unsplit one (up to float rounding) even when the parts differ in size. Under a strategy the batch here
+    is a replica's share and the replicas' gradients are summed, so dividing by share x replicas gives the
+    global batch's mean, as Keras' own loss scaling does (exact when --batch_size splits evenly).
     """
     import types
 
@@ -177,6 +181,25 @@ def accumulate_gradients(model, micro_batches: int) -> None:
 
     if micro_batches > 1:
         model.train_step = types.MethodType(train_step, model)
+
+
+def _best_weights_class():
+    import tensorflow as tf
+
+    class BestWeights(tf.keras.callbacks.Callback):
+        """The best epoch's weights by validation macro-F1, kept in memory (ModelCheckpoint's rule: strictly
+        greater), for a cluster's non-chief workers, whose checkpoint file Keras writes to a temporary folder
+        and deletes."""
+
+        def __init__(self):
+            super().__init__()
+            self.best, self.weights = -math.inf, None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs and logs.get(MONITOR, -math.inf) > self.best:
+                self.best, self.weights = logs[MONITOR], self.model.get_weights()
+
+    return BestWeights
 
 
 @dataclass
@@ -332,6 +355,9 @@ def fit(
     ]
     if progress_every:
         callbacks.append(step_progress(steps_per_epoch, examples_per_step, progress_every))
+    # Every worker of a cluster creates the same callbacks (backups too: Keras' BackupAndRestore must exist on all).
+    keeper = None if distribution.is_chief(model.distribute_strategy) else _best_weights_class()()
+    callbacks += [keeper] if keeper else []
     callbacks += [early] if early else []
     stop = StopRequest()
     backup = training_backup(run_dir / CHECKPOINT_DIR / BACKUP_DIR, steps_per_epoch, stop, save_every, early, best)
@@ -347,7 +373,10 @@ def fit(
     history = {key: [logs.get(key, math.nan) for logs in backup.epoch_logs] for key in backup.epoch_logs[0]}
     scores = history[MONITOR]
     best_epoch = int(np.argmax(scores)) + 1
-    model.load_weights(str(checkpoint)).expect_partial()
+    if keeper:
+        model.set_weights(keeper.weights)
+    else:
+        model.load_weights(str(checkpoint)).expect_partial()
     epochs_run = len(scores)
     # Steady-state rates: all steps but the first, whose time is mostly tracing and compilation.
     steady_seconds = timer.seconds - timer.first_step

@@ -1,0 +1,223 @@
+"""Strategy choice, global-batch semantics, and training across replicas and worker processes.
+
+The slow tests train in fresh subprocesses: logical devices and MultiWorkerMirroredStrategy must be set up
+before TensorFlow initialises, once per process.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfbert import distribution
+from tfbert.config import parse_train_args
+from tfbert.errors import TfbertError
+
+ROOT = Path(__file__).resolve().parent.parent
+TWO_WORKERS = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}
+
+
+@pytest.mark.parametrize("requested, tpu, tf_config, gpus, expected", [
+    ("auto", "", {}, 0, "default"),
+    ("auto", "", {}, 1, "mirrored"),  # one GPU is a mirror of one: one code path
+    ("auto", "", TWO_WORKERS, 4, "multi_worker"),
+    ("auto", "grpc://10.0.0.2:8470", {}, 0, "tpu"),
+    ("mirrored", "", {}, 0, "mirrored"),
+])
+def test_strategy_name(requested, tpu, tf_config, gpus, expected):
+    assert distribution.strategy_name(requested, tpu, tf_config, gpus) == expected
+
+
+def test_parameter_server_is_refused_in_one_line_saying_why():
+    with pytest.raises(TfbertError, match="parameter_server is not supported: .*batch-level callbacks.*multi_worker"):
+        parse_train_args(["--strategy", "parameter_server"])
+
+
+def test_tpu_address_needs_a_tpu_strategy():
+    with pytest.raises(TfbertError, match="--tpu needs --strategy tpu or auto"):
+        parse_train_args(["--strategy", "mirrored", "--tpu", "local"])
+
+
+def test_tf_config_is_checked_against_the_strategy():
+    with pytest.raises(TfbertError, match="not valid JSON"):
+        distribution.tf_config_from_env({"TF_CONFIG": "{worker"})
+    with pytest.raises(TfbertError, match="needs TF_CONFIG"):
+        distribution.select_strategy("multi_worker", environ={})
+    with pytest.raises(TfbertError, match="names 2 workers but --strategy is default"):
+        distribution.select_strategy("default", environ={"TF_CONFIG": json.dumps(TWO_WORKERS)})
+
+
+def test_an_uneven_global_batch_is_named():
+    assert distribution.batch_split_warning(32, 4) is None
+    assert "use a multiple of 3 (e.g. 33)" in distribution.batch_split_warning(32, 3)
+
+
+SAME_WEIGHTS = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import tfbert
+    import tensorflow as tf
+    from pathlib import Path
+    replicas, accum, folder, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    import datasets
+    from tfbert import modeling, runtime, training
+    from tfbert.data.pipeline import tokenize, training_dataset
+
+    runtime.set_precision("float32")
+    runtime.set_seed(0, deterministic=True)
+    strategy = runtime.strategy_for([d.name for d in tf.config.list_logical_devices("CPU")])
+    assert strategy.num_replicas_in_sync == replicas
+    tokenizer = modeling.load_tokenizer(folder)
+    texts = ["good item", "bad phone is very bad", "great book", "awful product and a broken phone"] * 8
+    data = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts, "label": [0, 1, 0, 1] * 8})})
+    encoded = tokenize(data, tokenizer, max_length=16)["train"]
+    with strategy.scope():
+        model = modeling.load_for_training(folder, ["pos", "neg"])
+        model.compile(optimizer=training.make_optimizer(model, 1e-2, 0.01, 2, 8),
+                      loss=training.classification_loss, metrics=["accuracy"])
+        training.accumulate_gradients(model, accum)
+    model.fit(training_dataset(encoded, tokenizer, batch_size=8, seed=0, repeat=True), epochs=1, steps_per_epoch=6,
+              verbose=0)
+    np.savez(out, *model.get_weights())
+    """
+)
+
+
+def dropout_free_copy(tiny_model_dir: Path, folder: Path) -> Path:
+    """The tiny model without dropout: replicas draw their own dropout masks, so only a dropout-free model can
+    give the same weights on one replica and on two."""
+    import shutil
+
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def trained_weights(folder: Path, replicas: int, accum: int, out: Path) -> list[np.ndarray]:
+    completed = subprocess.run([sys.executable, "-c", SAME_WEIGHTS, str(replicas), str(accum), str(folder), str(out)],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with np.load(out) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+@pytest.mark.slow
+def test_two_replicas_train_the_weights_of_one_with_the_same_global_batch(tiny_model_dir, tmp_path):
+    folder = dropout_free_copy(tiny_model_dir, tmp_path / "model")
+    one = trained_weights(folder, 1, 1, tmp_path / "one.npz")
+    two = trained_weights(folder, 2, 1, tmp_path / "two.npz")
+    two_accumulated = trained_weights(folder, 2, 2, tmp_path / "two_accumulated.npz")  # 2 replicas x 2 parts of 2
+    initial = trained_weights(folder, 1, 1, tmp_path / "again.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(one, initial))  # the run itself is deterministic
+    assert max(float(np.abs(a - b).max()) for a, b in zip(one, two)) < 1e-5
+    assert max(float(np.abs(a - b).max()) for a, b in zip(one, two_accumulated)) < 1e-5
+
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tfbert
+    from tfbert import experiment
+    from tfbert.config import parse_train_args
+
+    weights_file, argv = sys.argv[1], sys.argv[2:]
+    evaluate_and_write = experiment._evaluate_and_write
+
+    def keeping_weights(context, prepared, model):  # the trained (best-epoch) weights of this worker
+        np.savez(weights_file, *model.get_weights())
+        return evaluate_and_write(context, prepared, model)
+
+    experiment._evaluate_and_write = keeping_weights
+    print(json.dumps(experiment.train(parse_train_args(argv), report=lambda line: None)))
+    """
+)
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(train_args: list[str], tmp_path: Path, n: int = 2) -> list[subprocess.Popen]:
+    hosts = [f"127.0.0.1:{port}" for port in free_ports(n)]
+    processes = []
+    for rank in range(n):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
+                                                    "task": {"type": "worker", "index": rank}}))
+        log = open(tmp_path / f"worker{rank}.log", "w")
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path / f"weights{rank}.npz"), *train_args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True))
+    return processes
+
+
+def wait_all(processes: list[subprocess.Popen], seconds: float) -> list[str]:
+    """Every process's stdout; on timeout every process group is killed and the test fails."""
+    deadline = time.monotonic() + seconds
+    try:
+        return [process.communicate(timeout=max(1.0, deadline - time.monotonic()))[0] for process in processes]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the workers did not finish within {seconds:.0f} s")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.mark.slow
+def test_two_worker_processes_train_identical_weights_and_only_the_chief_writes(tiny_model_dir, tiny_jsonl, tmp_path):
+    output, plots = tmp_path / "output", tmp_path / "plots"
+    train_args = ["--train_file", str(tiny_jsonl), "--model_name", str(tiny_model_dir), "--epochs", "2",
+                  "--batch_size", "8", "--max_length", "32", "--precision", "float32", "--fused_ops", "off",
+                  "--patience", "0", "--output_dir", str(output), "--plots_dir", str(plots), "--quiet"]
+    started = time.monotonic()
+    outputs = wait_all(start_workers(train_args, tmp_path), seconds=180)
+    print(f"two workers: {time.monotonic() - started:.0f} s")
+    logs = "\n".join((tmp_path / f"worker{rank}.log").read_text()[-2000:] for rank in range(2))
+    summaries = [json.loads(text.strip().splitlines()[-1]) for text in outputs if text.strip()]
+    assert len(summaries) == 2, logs
+    chief, worker = summaries
+    assert Path(chief["run_dir"]).is_dir() and worker["worker"] == "worker 1"
+    assert chief["best_epoch"] == worker["best_epoch"]
+    assert abs(chief["test_macro_f1"] - worker["test_macro_f1"]) < 1e-9  # one collective prediction, seen by both
+    runs = [p.parent for p in output.rglob("status.json")]
+    assert runs == [Path(chief["run_dir"])]  # the run folder exists once
+    config = json.loads((runs[0] / "config.json").read_text())
+    assert config["resolved"]["strategy"] == "MultiWorkerMirroredStrategy" and config["resolved"]["replicas"] == 2
+    assert (runs[0] / "metrics.json").is_file() and (runs[0] / "saved_model").is_dir()
+    with np.load(tmp_path / "weights0.npz") as a, np.load(tmp_path / "weights1.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_restarts_from_the_backup_and_the_job_completes():
+    import dataclasses
+
+    from tfbert.config import TrainingConfig
+
+    if "save_every" not in {f.name for f in dataclasses.fields(TrainingConfig)}:
+        pytest.skip("needs --save_every backups")
+    # With backups merged: start_workers(... "--save_every", "2"), wait for checkpoints/backup in the chief's run,
+    # SIGKILL worker 1, restart every worker with "--resume", "auto" (MultiWorkerMirroredStrategy restarts the
+    # cluster), and check wait_all ends with one finished run whose log.csv has each epoch once.
+    pytest.skip("the restart half is written once the backups are merged into this branch")

@@ -1,0 +1,88 @@
+"""Typed settings of infer.py and serve.py, their one-line help texts and their collect-all validation.
+
+train.py's settings are in :mod:`tfbert.config`; :mod:`tfbert.cli` parses both kinds.
+
+Example:
+    >>> from tfbert.command_configs import ServeConfig, validate_serve
+    >>> validate_serve(ServeConfig(port=8501))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from tfbert.config import VERBOSE_HELP, raise_problems, setting
+
+
+def _positional(text: str) -> Any:
+    """A field HfArgumentParser leaves out (init=False); its entry point adds it as a positional or repeated flag."""
+    return field(default_factory=list, init=False, metadata={"help": text})
+
+
+@dataclass
+class InferConfig:
+    """Settings of infer.py: which model, which texts, how answers are printed."""
+
+    texts: list[str] = _positional("texts to classify")
+    text_pair: list[str] = _positional(
+        "second text of a pair, once per positional text in order (for models trained with --text_pair_column); "
+        "a pair model given no pairs answers with a warning, a single-text model given pairs is an error"
+    )
+    model: Optional[str] = setting("run folder, save_pretrained folder, SavedModel or compact/ TFLite folder "
+                                 "(default: newest run)", default=None)
+    output_dir: str = setting("where to look for the newest run", default="output")
+    server: Optional[str] = setting("URL of a TF Serving-compatible endpoint, e.g. "
+                                  "http://127.0.0.1:8501/v1/models/tfbert", default=None)
+    file: Optional[str] = setting("read texts from a file: one text a line (.txt), JSON Lines (.jsonl) or CSV/TSV "
+                                "with a header row", default=None)
+    text_column: str = setting("field/column holding the text in a JSON Lines or CSV/TSV --file", default="text")
+    text_pair_column: Optional[str] = setting("field/column holding the second text in a JSON Lines or CSV/TSV --file",
+                                            default=None)
+    top_k: int = setting("show the k most probable labels", default=1)
+    json: bool = setting("one JSON object per text", default=False)
+    verbose: bool = setting(VERBOSE_HELP, default=False)
+
+
+@dataclass
+class ServeConfig:
+    """Settings of serve.py: which SavedModel, where to listen, what one request may ask."""
+
+    model: Optional[str] = setting("run folder, SavedModel base path or version folder (default: newest run)",
+                                 default=None)
+    output_dir: str = setting("where to look for the newest run", default="output")
+    model_name: str = setting("the NAME in /v1/models/NAME", default="tfbert")
+    host: str = setting("address to bind (0.0.0.0 exposes it to the network)", default="127.0.0.1")
+    port: int = setting("TCP port, 1-65535 (TF Serving's REST port is 8501)", default=8501)
+    max_body_bytes: int = setting("larger requests get HTTP 413", default=4 * 1024 * 1024)
+    max_batch: int = setting("larger batches get HTTP 400", default=256)
+    verbose: bool = setting(VERBOSE_HELP, default=False)
+
+
+def validate_infer(config: InferConfig) -> None:
+    """Collect every problem with infer.py's settings and raise one error naming the flags."""
+    empty = ", ".join(str(i) for i, text in enumerate(config.texts, start=1) if not text.strip())
+    raise_problems([
+        (config.top_k < 1, "--top_k must be at least 1"),
+        (config.model and config.server, "give either --model or --server, not both"),
+        (config.text_pair_column and not config.file,
+         "--text_pair_column needs --file (for texts on the command line use --text_pair)"),
+        (config.text_pair and len(config.text_pair) != len(config.texts),
+         f"--text_pair given {len(config.text_pair)} time(s) for {len(config.texts)} text(s); "
+         "give one --text_pair per positional text"),
+        (empty, f"text {empty} on the command line is empty; give non-empty texts"),
+    ])
+
+
+def validate_serve(config: ServeConfig) -> None:
+    """Collect every problem with serve.py's settings and raise one error naming the flags."""
+    import re
+
+    raise_problems([
+        (not 1 <= config.port <= 65535, "--port must be in 1-65535"),  # 0 would bind a port nobody is told
+        (config.max_body_bytes < 1, "--max_body_bytes must be at least 1"),
+        (config.max_batch < 1, "--max_batch must be at least 1"),
+        (not re.fullmatch(r"[A-Za-z0-9._-]+", config.model_name),
+         f"--model_name {config.model_name!r}: use letters, digits, '.', '_' or '-' (it is part of the URL)"),
+        (not config.host.strip(), "--host must not be empty (e.g. 127.0.0.1)"),
+    ])
