@@ -208,7 +208,7 @@ def test_the_baseline_is_fitted_on_the_same_splits_and_reported(finished):
     run, summary = finished["run"], finished["summary"]
     metrics = json.loads((run.path / "metrics.json").read_text())
     floor = metrics["baseline"]
-    assert floor["analyzer"].startswith("char")  # unspaced Japanese
+    assert floor["analyzer"] == "word 1-2"  # these Japanese words are joined by spaces
     assert floor["train_examples"] == json.loads((run.path / "config.json").read_text())["data"]["sizes"]["train"]
     assert summary["baseline_test_macro_f1"] == floor["test"]["macro_f1"]
     assert 0 <= floor["test"]["macro_f1"] <= 1 and set(floor["validation"]) >= {"accuracy", "macro_f1"}
