@@ -18,8 +18,10 @@ def main() -> int:
     if sweep_plan is not None:
         return sweep(config, sweep_plan)
     from tfbert.experiment import train
+    from tfbert.resume import given_flags
 
-    summary = train(config, report=(lambda line: None) if config.training.json else print)
+    summary = train(config, report=(lambda line: None) if config.training.json else print,
+                    given_flags=given_flags(sys.argv[1:]))
     if config.training.json:
         print(json.dumps(summary))
     else:

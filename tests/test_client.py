@@ -71,6 +71,7 @@ def server(tiny_model_dir, tmp_path_factory):
         yield {"url": url, "received": received}
 
 
+@pytest.mark.slow  # exports a SavedModel (and a compact model) first
 def test_requests_hold_at_most_batch_size_instances(server):
     client = RestClient(server["url"])
     server["received"].clear()
@@ -84,6 +85,7 @@ def test_requests_hold_at_most_batch_size_instances(server):
     assert list(client.predict_batches([], batch_size=2)) == []  # no texts, no request
 
 
+@pytest.mark.slow  # exports a SavedModel (and a compact model) first
 def test_http_errors_become_one_line_tfbert_errors(server):
     with pytest.raises(TfbertError, match=r"HTTP 400: .*over this server's limit of 2") as error:
         list(RestClient(server["url"]).predict_batches(TEXTS, batch_size=3))

@@ -166,7 +166,9 @@ def test_warnings_reach_the_summary_metrics_and_report(finished):
     run, summary = finished["run"], finished["summary"]
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert metrics["warnings"] == summary["warnings"]
-    assert [w.split(":")[0] for w in metrics["warnings"]] == ["unknown tokens", "overlap"]
+    assert [w.split(":")[0] for w in metrics["warnings"]][:2] == ["unknown tokens", "overlap"]
+    below = metrics["test"]["macro_f1"] < metrics["baseline"]["test"]["macro_f1"]
+    assert any("below the TF-IDF baseline" in w for w in metrics["warnings"]) == below
     assert "cl-tohoku/bert-base-japanese-v3" in metrics["warnings"][0]
     assert metrics["data_checks"]["unknown_token_share"]["train"] > 0.5
     assert metrics["data_checks"]["overlap_share"]["test"] == 1.0
@@ -199,3 +201,15 @@ def test_checkpoints_stay_after_a_failure_or_when_kept(tiny_model_dir, tmp_path,
     assert list((run_dir / "checkpoints").glob("best*"))
     if outcome == "kept":
         assert summary["run_mib"] >= runs.folder_bytes(run_dir / "checkpoints") / 2**20
+
+
+@pytest.mark.slow
+def test_the_baseline_is_fitted_on_the_same_splits_and_reported(finished):
+    run, summary = finished["run"], finished["summary"]
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    floor = metrics["baseline"]
+    assert floor["analyzer"].startswith("char")  # unspaced Japanese
+    assert floor["train_examples"] == json.loads((run.path / "config.json").read_text())["data"]["sizes"]["train"]
+    assert summary["baseline_test_macro_f1"] == floor["test"]["macro_f1"]
+    assert 0 <= floor["test"]["macro_f1"] <= 1 and set(floor["validation"]) >= {"accuracy", "macro_f1"}
+    assert metrics["parameters"] > 1000

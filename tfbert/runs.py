@@ -2,7 +2,9 @@
 
     output/<dataset>/<model>/<date>_<time>/   and   plots/<dataset>/<model>/<date>_<time>/
 
-A run is finished when status.json says so; metrics.json is written only by a finished run.
+A run is finished when status.json says so; metrics.json is written only by a finished run. A running
+run's status names its process and host and a heartbeat refreshed every 30 s, so a reader tells a live run
+from one whose process died (reported as interrupted).
 
 Example:
     >>> run = create_run("output", "plots", "ag_news", "all-MiniLM-L6-v2")  # doctest: +SKIP
@@ -15,7 +17,9 @@ import datetime as _dt
 import json
 import os
 import re
+import socket
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -23,6 +27,8 @@ from typing import Any, Optional
 from tfbert.errors import TfbertError
 
 STATUS_FILE = "status.json"
+HEARTBEAT_SECONDS = 30.0
+STALE_AFTER_SECONDS = 150.0  # five missed heartbeats: the process is gone (or hung, which is no better)
 
 
 @dataclass(frozen=True)
@@ -112,16 +118,114 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
+class Heartbeat:
+    """A daemon thread rewriting a running run's status.json every ``interval`` seconds with the time, so
+    that readers can tell it from a run whose process was killed (which stops the writes)."""
+
+    def __init__(self, run: Run, record: dict, interval: float = HEARTBEAT_SECONDS):
+        self.run, self.record, self.interval = run, record, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="tfbert-heartbeat", daemon=True)
+
+    def _write(self) -> None:
+        write_json(self.run.path / STATUS_FILE, {**self.record, "heartbeat": _now()})
+
+    def start(self) -> "Heartbeat":
+        self._write()
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._write()
+            except OSError:  # a full disk must not kill training; the next beat tries again
+                pass
+
+    def stop(self) -> None:
+        """Stop writing; after this returns no heartbeat can overwrite a final status."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+_heartbeats: dict[Path, Heartbeat] = {}  # runs of this process now marked running
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
 def set_status(run: Run, status: str, **details: Any) -> None:
-    """status.json: running, finished or failed (with the error), and when."""
-    write_json(run.path / STATUS_FILE, {"status": status, "time": _dt.datetime.now().isoformat(timespec="seconds"), **details})
+    """status.json: running (with pid, host and a heartbeat, refreshed by a thread until the next status),
+    finished, failed (with the error) or interrupted, and when.
+
+    Example:
+        >>> set_status(run, "running"); set_status(run, "finished")  # doctest: +SKIP
+    """
+    beating = _heartbeats.pop(run.path, None)
+    if beating:
+        beating.stop()
+    record = {"status": status, "time": _now(), **details}
+    if status == "running":
+        record.update(pid=os.getpid(), host=socket.gethostname())
+        _heartbeats[run.path] = Heartbeat(run, record).start()
+    else:
+        write_json(run.path / STATUS_FILE, record)
+
+
+def _process_gone(record: dict, now: Optional[_dt.datetime] = None) -> bool:
+    """True when a status written as running belongs to a process that is dead (same host) or silent."""
+    beat = record.get("heartbeat")
+    if beat is None:  # written before heartbeats existed: nothing to judge by
+        return False
+    try:
+        silent = ((now or _dt.datetime.now()) - _dt.datetime.fromisoformat(beat)).total_seconds()
+    except (TypeError, ValueError):
+        return True
+    if silent > STALE_AFTER_SECONDS:
+        return True
+    if record.get("host") == socket.gethostname() and isinstance(record.get("pid"), int):
+        try:
+            os.kill(record["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's
+            return False
+    return False
 
 
 def read_status(path: Path) -> dict:
+    """A run's status.json; a run marked running whose process is gone reads as interrupted.
+
+    Example:
+        >>> read_status(Path("output/reviews/tiny/20261123_101500"))["status"]  # doctest: +SKIP
+        'interrupted'
+    """
     try:
-        return json.loads((path / STATUS_FILE).read_text(encoding="utf-8"))
+        record = json.loads((Path(path) / STATUS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    if record.get("status") == "running" and _process_gone(record):
+        return {**record, "status": "interrupted", "reason": "its process stopped without a word (killed?)"}
+    return record
+
+
+def open_run(path: str | Path, plots_dir: str | Path) -> Run:
+    """The :class:`Run` of an existing folder under ``<output_dir>/<dataset>/<model>/<id>``, to continue it."""
+    path = Path(path)
+    relative = Path(*path.parts[-3:])
+    plots = Path(plots_dir) / relative
+    plots.mkdir(parents=True, exist_ok=True)
+    return Run(path=path, plots=plots, run_id=str(relative))
+
+
+def unfinished_runs(output_dir: str | Path) -> list[Path]:
+    """Run folders under output_dir that stopped before finishing (interrupted or failed), oldest first."""
+    root = Path(output_dir)
+    found = [status.parent for status in root.glob(f"**/{STATUS_FILE}") if
+             read_status(status.parent).get("status") in ("interrupted", "failed")] if root.is_dir() else []
+    return sorted(found, key=lambda p: (p.name, str(p)))
 
 
 def finished_runs(output_dir: str | Path) -> list[Path]:

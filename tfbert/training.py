@@ -289,13 +289,16 @@ def fit(
     patience: int,
     class_weight: Optional[dict[int, float]] = None,
     n_train: int,
-    steps_per_epoch: Optional[int] = None,
+    steps_per_epoch: int,
     n_train_tokens: int = 0,
     verbose: int = 1,
     progress_every: int = 0,
     examples_per_step: int = 0,
+    save_every: int = 0,
 ) -> FitResult:
-    """Train with validation macro-F1 monitoring, best checkpoint, early stopping, CSV and TensorBoard logs.
+    """Train with validation macro-F1 monitoring, best checkpoint, early stopping, CSV and TensorBoard logs, and
+    backups of the training state (every ``save_every`` steps, at epoch ends and on SIGTERM/SIGINT, which raise
+    :class:`tfbert.backup.RunInterrupted`); a run folder holding a backup continues from it.
 
     ``verbose`` as Keras' (1: a bar for terminals, 2: a line per epoch); ``progress_every`` > 0 adds a log
     line every that many steps (:func:`step_progress`). At the end the model holds the weights of the best
@@ -305,28 +308,44 @@ def fit(
 
     import tensorflow as tf
 
+    from tfbert.backup import BACKUP_DIR, StopRequest, read_backup, training_backup, write_log_csv
+
     # TensorFlow's checkpoint format: unlike .h5, it restores under MirroredStrategy.
     checkpoint = run_dir / CHECKPOINT_DIR / "best"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    restored = read_backup(run_dir / CHECKPOINT_DIR / BACKUP_DIR)
+    if restored:
+        # Keras restores the epoch and step but starts a new iterator over the data: skipping the batches
+        # already trained on continues the seeded stream (shuffle, buckets, repeat) where it stopped.
+        train_data = train_data.skip(restored.batches_done(steps_per_epoch))
+        write_log_csv(run_dir / "log.csv", restored.callbacks.get("epoch_logs", []))  # the backup's epochs, once
     timer = _step_timer_class()()
+    best = tf.keras.callbacks.ModelCheckpoint(
+        str(checkpoint), monitor=MONITOR, mode="max", save_best_only=True, save_weights_only=True)
+    early = tf.keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=patience) if patience else None
     callbacks = [
         timer,
         _validation_callback_class()(evaluate_validation),
-        tf.keras.callbacks.ModelCheckpoint(
-            str(checkpoint), monitor=MONITOR, mode="max", save_best_only=True, save_weights_only=True
-        ),
-        tf.keras.callbacks.CSVLogger(str(run_dir / "log.csv")),
+        best,
+        tf.keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True),
         tf.keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0),
     ]
-    if progress_every and steps_per_epoch:
+    if progress_every:
         callbacks.append(step_progress(steps_per_epoch, examples_per_step, progress_every))
-    if patience:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=patience))
+    callbacks += [early] if early else []
+    stop = StopRequest()
+    backup = training_backup(run_dir / CHECKPOINT_DIR / BACKUP_DIR, steps_per_epoch, stop, save_every, early, best)
+    callbacks.append(backup)  # last: see training_backup
     started = time.perf_counter()
-    history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                        class_weight=class_weight, verbose=verbose)
+    if restored and restored.training_done(steps_per_epoch, epochs):
+        backup.epoch_logs = restored.callbacks.get("epoch_logs", [])  # died after training: nothing to redo
+    else:
+        with stop:
+            model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                      class_weight=class_weight, verbose=verbose)
     seconds = time.perf_counter() - started
-    scores = history.history[MONITOR]
+    history = {key: [logs.get(key, math.nan) for logs in backup.epoch_logs] for key in backup.epoch_logs[0]}
+    scores = history[MONITOR]
     best_epoch = int(np.argmax(scores)) + 1
     model.load_weights(str(checkpoint)).expect_partial()
     epochs_run = len(scores)
@@ -334,7 +353,7 @@ def fit(
     steady_seconds = timer.seconds - timer.first_step
     steady_share = (timer.steps - 1) / timer.steps if timer.steps > 1 else math.nan
     return FitResult(
-        history=history.history,
+        history=history,
         best_epoch=best_epoch,
         epochs_run=epochs_run,
         train_seconds=seconds,
