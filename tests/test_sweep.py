@@ -50,6 +50,11 @@ def test_seed_and_data_settings_are_not_swept():
         parse_sweep(["train_file=a.jsonl,b.jsonl"], None, default_seed=42)
 
 
+def test_resume_is_for_one_run():
+    with pytest.raises(TfbertError, match="--resume continues one run"):
+        parse_train_command(["--resume", "auto", "--seeds", "1,2"])
+
+
 def test_bad_points_are_refused_before_any_run():
     with pytest.raises(TfbertError, match=r"lr=2\.0: --lr must be between 0 and 1"):
         parse_train_command(["--sweep", "lr=1e-5,2"])
@@ -82,6 +87,7 @@ def test_a_two_point_sweep_writes_normal_runs_and_chooses_by_validation(tiny_mod
     best = max(saved["points"], key=lambda point: point["validation"]["macro_f1"]["mean"])
     assert saved["chosen"]["setting"] == best["setting"] and "test" in saved["chosen"]
     assert all("test" not in point for point in saved["points"])  # the others' test scores are not shown
+    assert saved["baseline"] is not None and "macro_f1" in saved["baseline"]["test"]  # --baseline on by default
     run_dirs = [Path(run) for point in saved["points"] for run in point["runs"]]
     assert all(run.is_relative_to(sweep_dir) and (run / "model" / "config.json").is_file() for run in run_dirs)
     lrs = [json.loads((run / "config.json").read_text())["settings"]["training"]["lr"] for run in run_dirs]

@@ -248,7 +248,7 @@ def write_evaluation(folder: Path, config: EvaluateConfig, model_path: Path, pre
 
 
 def _record(config: EvaluateConfig, model_path: Path, predictor, data: LabelledData) -> dict:
-    from tfbert.experiment import library_versions
+    from tfbert.diagnose import library_versions
 
     return {
         "time": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -259,7 +259,7 @@ def _record(config: EvaluateConfig, model_path: Path, predictor, data: LabelledD
         "data": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint, "rows": len(data.texts),
                  "text_pair": data.pairs is not None},
         "settings": dataclasses.asdict(config),
-        "versions": library_versions(),
+        "versions": {name: found for name, found in library_versions().items() if found},
     }
 
 

@@ -42,7 +42,8 @@ _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfi
 # go and how they print (the sweep's own), and the seed (--seeds).
 NOT_SWEPT = {"dataset", "data_dir", "train_file", "validation_file", "test_file", "text_column", "text_pair_column",
              "label_column", "columns", "label_names", "label_scheme", "split_ratio", "max_eval_samples", "dedupe",
-             "cache_dir", "seed", "resume", "output_dir", "plots_dir", "quiet", "json", "verbose", "log_every"}
+             "cache_dir", "seed", "resume", "save_every", "baseline", "output_dir", "plots_dir", "quiet", "json",
+             "verbose", "log_every"}
 
 
 @dataclass
@@ -148,6 +149,9 @@ def parse_train_command(argv: Optional[list[str]] = None) -> tuple[TrainConfig, 
     config = TrainConfig(data, model, training)
     validate(config)
     plan = parse_sweep(extra.sweep, extra.seeds, training.seed)
+    if plan is not None and getattr(training, "resume", None):
+        raise TfbertError("--resume continues one run; give it without --sweep/--seeds (a sweep's runs resume "
+                          "one at a time with --resume RUN_FOLDER)")
     if plan is not None:
         point_configs(config, plan, Path(training.output_dir), Path(training.plots_dir))  # every point, checked now
     return config, plan
@@ -205,7 +209,7 @@ def run_sweep(base: TrainConfig, plan: SweepPlan, report=print) -> dict:
     record = {"sweep_dir": str(sweep.path), "created": _dt.datetime.now().isoformat(timespec="seconds"),
               "command": sys.argv, "grid": plan.grid, "seeds": plan.seeds, "selection": SELECTION,
               "status": "running", "points": [], "chosen": None,
-              "baseline": None}  # the TF-IDF baseline (tfbert.baseline) fills this when merged
+              "baseline": None}
     points, total = plan.points(), len(plan.points()) * len(plan.seeds)
     for number, setting in enumerate(points):
         run_dirs = []
@@ -218,8 +222,9 @@ def run_sweep(base: TrainConfig, plan: SweepPlan, report=print) -> dict:
             record["points"][number:] = [point_summary(setting, run_dirs)]
             write_sweep_files(sweep.path, record)
     record["chosen"] = choose(record["points"])
+    record["baseline"] = baseline_scores(record["chosen"]["runs"])
     record["status"] = "finished"
-    # The integrator's HTML report and baseline rows hook in here, reading sweep.json's record.
+    # An HTML report of the sweep hooks in here, reading the finished record.
     write_sweep_files(sweep.path, record)
     return record
 
@@ -273,6 +278,14 @@ def chosen_test_scores(run_dirs: list[str]) -> dict:
     return {key: mean_std([m[key] for m in test]) for key in ("macro_f1", "accuracy")}
 
 
+def baseline_scores(run_dirs: list[str]) -> Optional[dict]:
+    """The TF-IDF baseline's validation and test macro-F1 over the chosen point's runs (--baseline on), or None."""
+    found = [_run_metrics(run).get("baseline") for run in run_dirs]
+    if not all(found):
+        return None
+    return {split: {"macro_f1": mean_std([b[split]["macro_f1"] for b in found])} for split in ("validation", "test")}
+
+
 def write_sweep_files(folder: Path, record: dict) -> None:
     """sweep.json (the whole record) and sweep.md (a table of the points, the chosen one marked)."""
     runs.write_json(folder / "sweep.json", record)
@@ -299,7 +312,10 @@ def sweep_markdown(record: dict) -> str:
         lines += ["", f"Chosen: {describe(chosen['setting']) or 'base settings'} — test macro-F1 "
                       f"{_pm(chosen['test']['macro_f1'])}, test accuracy {_pm(chosen['test']['accuracy'])} "
                       f"(over {len(chosen['runs'])} seed(s)). Runs: " + ", ".join(f"`{r}`" for r in chosen["runs"])]
-    # A TF-IDF baseline row (tfbert.baseline, merged later) belongs here, from record["baseline"].
+    if record.get("baseline"):
+        lines += ["", f"TF-IDF baseline (same splits): validation macro-F1 "
+                      f"{_pm(record['baseline']['validation']['macro_f1'])}, test macro-F1 "
+                      f"{_pm(record['baseline']['test']['macro_f1'])}."]
     return "\n".join(lines) + "\n"
 
 
@@ -313,5 +329,7 @@ def summary_lines(record: dict) -> list[str]:
     lines.append(f"chosen {describe(chosen['setting']) or 'base settings'} by validation macro-F1 "
                  f"{_pm(chosen['validation']['macro_f1'])}: test macro-F1 {_pm(chosen['test']['macro_f1'])}, "
                  f"test accuracy {_pm(chosen['test']['accuracy'])}")
+    if record.get("baseline"):
+        lines.append(f"  TF-IDF baseline: test macro-F1 {_pm(record['baseline']['test']['macro_f1'])}")
     lines += [f"  run {run}" for run in chosen["runs"]]
     return lines
