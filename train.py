@@ -10,11 +10,13 @@ def main() -> int:
     import json
 
     from tfbert import runtime
-    from tfbert.config import parse_train_args
+    from tfbert.sweep import parse_train_command
 
-    config = parse_train_args()
+    config, sweep_plan = parse_train_command()
     setup_logging(config.training.quiet or config.training.json, config.training.verbose)
     runtime.import_tensorflow(config.training.verbose)
+    if sweep_plan is not None:
+        return sweep(config, sweep_plan)
     from tfbert.experiment import train
     from tfbert.resume import given_flags
 
@@ -29,6 +31,17 @@ def main() -> int:
                                f"{key.ljust(width)}  {value}" for key, value in summary.items()))
         for warning in warnings:  # last, where they are read; the log showed them when the data was checked
             print(f"warning: {warning}")
+    return 0
+
+
+def sweep(config, plan) -> int:
+    """--sweep/--seeds: one run per point and seed; print the points' validation scores and the chosen point."""
+    import json
+
+    from tfbert.sweep import run_sweep, summary_lines
+
+    record = run_sweep(config, plan, report=(lambda line: None) if config.training.json else print)
+    print(json.dumps(record) if config.training.json else "\n" + "\n".join(summary_lines(record)))
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from tfbert.command_configs import InferConfig, ServeConfig, validate_infer, validate_serve
 from tfbert.errors import TfbertError
+from tfbert.evaluate_config import EvaluateConfig, validate_evaluate
 
 # Loggers that speak at INFO about themselves ("TensorFlow version 2.x available.") rather than about the run.
 _LIBRARY_LOGGERS = ("tensorflow", "absl", "h5py", "matplotlib", "urllib3", "httpx", "filelock", "fsspec",
@@ -70,6 +71,20 @@ def parse_serve_args(argv: Optional[list[str]] = None) -> ServeConfig:
     parser = _parser(ServeConfig, "serve.py", "Serve a run's SavedModel over TF Serving's REST API.")
     (config,) = parser.parse_args_into_dataclasses(args=argv)
     validate_serve(config)
+    return config
+
+
+def parse_evaluate_args(argv: Optional[list[str]] = None) -> EvaluateConfig:
+    """Parse evaluate.py's command line into a validated :class:`tfbert.evaluate_config.EvaluateConfig`.
+
+    Example:
+        >>> parse_evaluate_args(["--model", "output/run", "--dataset", "ag_news"]).dataset
+        'ag_news'
+    """
+    parser = _parser(EvaluateConfig, "evaluate.py", "Score a trained model on labelled data: metrics, per-class "
+                     "report, confusion matrix, errors and predictions in an evaluation folder.")
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    validate_evaluate(config)
     return config
 
 

@@ -10,9 +10,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from tfbert import runs
 
 
 @dataclass
@@ -118,3 +121,33 @@ def split_metrics(model, split, tokenizer, label_names: list[str], batch_size: i
     """
     probabilities = predict_probabilities(model, split, tokenizer, batch_size)
     return evaluate_predictions(probabilities, np.asarray(split["label"]), label_names).metrics
+
+
+def prediction_rows(probabilities: np.ndarray, gold: np.ndarray, label_names: list[str], row_ids) -> list[dict]:
+    """One predictions_<split>.jsonl row per example: its row id, gold and predicted label, and probabilities.
+
+    ``label_names`` may name more labels than ``probabilities`` has columns (gold labels the model lacks).
+
+    Example:
+        >>> prediction_rows(np.array([[0.2, 0.8]]), np.array([0]), ["ham", "spam"], [7])[0]["predicted"]
+        'spam'
+    """
+    return [{"row_id": int(row), "label": label_names[label], "predicted": label_names[int(p.argmax())],
+             "probabilities": [round(float(x), 6) for x in p]}
+            for row, label, p in zip(row_ids, gold, probabilities)]
+
+
+def write_evaluation_files(folder: Path, evaluations: dict[str, Evaluation], predictions: dict[str, list[dict]],
+                           errors_of: str = "test") -> None:
+    """What a run and evaluate.py write beside their metrics: predictions_<split>.jsonl, the per-class
+    classification_report.txt, and errors.jsonl (the most confident errors of the split ``errors_of``).
+
+    Example:
+        >>> write_evaluation_files(run.path, {"test": evaluation}, {"test": rows})  # doctest: +SKIP
+    """
+    folder = Path(folder)
+    for split, rows in predictions.items():
+        runs.write_jsonl(folder / f"predictions_{split}.jsonl", rows)
+    runs.write_text(folder / "classification_report.txt",
+                    "".join(f"== {split} ==\n{ev.report}\n" for split, ev in evaluations.items()))
+    runs.write_jsonl(folder / "errors.jsonl", evaluations[errors_of].errors)

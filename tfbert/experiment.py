@@ -263,25 +263,17 @@ def _compiled_model(context: RunContext, prepared: Prepared, total_steps: int):
 
 def _evaluate_and_write(context: RunContext, prepared: Prepared, model) -> dict:
     """Score the best epoch's weights on validation and test; write predictions, the per-class report, errors."""
-    from tfbert.evaluation import evaluate_predictions, predict_probabilities
+    from tfbert.evaluation import evaluate_predictions, predict_probabilities, prediction_rows, write_evaluation_files
 
-    settings, run, names, encoded = context.config.training, context.run, prepared.label_names, prepared.encoded
-    evaluations = {}
+    settings, names, encoded = context.config.training, prepared.label_names, prepared.encoded
+    evaluations, predictions = {}, {}
     for split in ("validation", "test"):
         probabilities = predict_probabilities(model, encoded[split], prepared.tokenizer, settings.batch_size * 2)
-        gold = prepared.labels(split)
-        evaluations[split] = evaluate_predictions(
-            probabilities, gold, names, texts=encoded[split]["text"],
-            row_ids=encoded[split]["row_id"], top_errors=settings.top_errors,
-        )
-        runs.write_jsonl(run.path / f"predictions_{split}.jsonl", [
-            {"row_id": int(row), "label": names[label], "predicted": names[int(p.argmax())],
-             "probabilities": [round(float(x), 6) for x in p]}
-            for row, label, p in zip(encoded[split]["row_id"], gold, probabilities)
-        ])
-    runs.write_text(run.path / "classification_report.txt",
-                    "".join(f"== {split} ==\n{ev.report}\n" for split, ev in evaluations.items()))
-    runs.write_jsonl(run.path / "errors.jsonl", evaluations["test"].errors)
+        gold, row_ids = prepared.labels(split), encoded[split]["row_id"]
+        evaluations[split] = evaluate_predictions(probabilities, gold, names, texts=encoded[split]["text"],
+                                                  row_ids=row_ids, top_errors=settings.top_errors)
+        predictions[split] = prediction_rows(probabilities, gold, names, row_ids)
+    write_evaluation_files(context.run.path, evaluations, predictions)
     return evaluations
 
 

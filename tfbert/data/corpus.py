@@ -162,22 +162,32 @@ def _check_texts(table: pd.DataFrame, where: str) -> pd.DataFrame:
     return table
 
 
+def read_labelled_file(path: str, config: DataConfig, flag: str) -> pd.DataFrame:
+    """One local file (or class folder) as training reads it: columns text[, text_pair], label (as written in
+    the file) and row_id, chosen by --text_column/--text_pair_column/--label_column/--columns; empty texts refused.
+
+    Example:
+        >>> read_labelled_file("new.jsonl", DataConfig(), "--test_file").columns.tolist()  # doctest: +SKIP
+        ['text', 'label', 'row_id']
+    """
+    if Path(path).is_dir():
+        from tfbert.data.folders import read_class_folders
+
+        dataset = read_class_folders(path)
+        frame = dataset.to_pandas()
+        frame["label"] = [dataset.features["label"].names[i] for i in frame["label"]]
+    else:
+        frame = read_table(path, flag=flag, columns=column_names(config.columns))
+    return _standard_columns(frame, config, flag, path)
+
+
 def _read_files(config: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, str], str]:
     paths = {"train": config.train_file, "validation": config.validation_file, "test": config.test_file}
     tables, sources, digest = {}, {}, hashlib.sha256()
     for split, path in paths.items():
         if not path:
             continue
-        flag = _FLAGS[split]
-        if Path(path).is_dir():
-            from tfbert.data.folders import read_class_folders
-
-            dataset = read_class_folders(path)
-            frame = dataset.to_pandas()
-            frame["label"] = [dataset.features["label"].names[i] for i in frame["label"]]
-        else:
-            frame = read_table(path, flag=flag, columns=column_names(config.columns))
-        tables[split] = _standard_columns(frame, config, flag, path)
+        tables[split] = read_labelled_file(path, config, _FLAGS[split])
         sources[split] = str(path)
         digest.update(f"{split}:{file_fingerprint(path)};".encode())
     return tables, sources, digest.hexdigest()
