@@ -49,6 +49,7 @@ def _metrics(folder: str) -> dict:
     return json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow  # trains a run first
 def test_the_run_folder_reproduces_the_runs_test_metrics(trained):
     summary = _evaluate("--model", str(trained["run"]), "--test_file", str(trained["test"]))
     folder = Path(summary["evaluation_dir"])
@@ -66,6 +67,7 @@ def test_the_run_folder_reproduces_the_runs_test_metrics(trained):
     assert "run's test split" in (folder / "report.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # trains a run first
 @pytest.mark.parametrize("export", ["saved_model", "compact"])
 def test_the_exports_write_the_same_files(trained, export):
     model = trained["saved_model"] if export == "saved_model" else trained["run"] / "compact"
@@ -82,6 +84,7 @@ def _with_unknown_label(trained) -> Path:
     return write_jsonl(trained["root"] / "mixed.jsonl", rows)
 
 
+@pytest.mark.slow  # trains a run first
 def test_an_unknown_label_stops_with_one_line_naming_the_flag(trained):
     with pytest.raises(TfbertError) as caught:
         _evaluate("--model", str(trained["run"]), "--test_file", str(_with_unknown_label(trained)))
@@ -90,6 +93,7 @@ def test_an_unknown_label_stops_with_one_line_naming_the_flag(trained):
     assert "\n" not in message
 
 
+@pytest.mark.slow  # trains a run first
 def test_unknown_labels_allowed_count_as_errors(trained, tmp_path):
     summary = _evaluate("--model", str(trained["run"]), "--test_file", str(_with_unknown_label(trained)),
                         "--allow_unknown_labels", "--output_dir", str(tmp_path / "evals"))

@@ -13,9 +13,9 @@ import logging
 import sys
 from typing import Callable, Optional
 
-from tfbert.command_configs import InferConfig, ServeConfig, validate_infer, validate_serve
+from tfbert.command_configs import (EvaluateConfig, InferConfig, ServeConfig, validate_evaluate, validate_infer,
+                                    validate_serve)
 from tfbert.errors import TfbertError
-from tfbert.evaluate_config import EvaluateConfig, validate_evaluate
 
 # Loggers that speak at INFO about themselves ("TensorFlow version 2.x available.") rather than about the run.
 _LIBRARY_LOGGERS = ("tensorflow", "absl", "h5py", "matplotlib", "urllib3", "httpx", "filelock", "fsspec",
@@ -75,7 +75,7 @@ def parse_serve_args(argv: Optional[list[str]] = None) -> ServeConfig:
 
 
 def parse_evaluate_args(argv: Optional[list[str]] = None) -> EvaluateConfig:
-    """Parse evaluate.py's command line into a validated :class:`tfbert.evaluate_config.EvaluateConfig`.
+    """Parse evaluate.py's command line into a validated :class:`tfbert.command_configs.EvaluateConfig`.
 
     Example:
         >>> parse_evaluate_args(["--model", "output/run", "--dataset", "ag_news"]).dataset

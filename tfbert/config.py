@@ -279,7 +279,7 @@ def column_names(columns: Optional[str]) -> Optional[list[str]]:
     return [name.strip() for name in columns.split(",")] if columns else None
 
 
-def _data_problems(d: DataConfig) -> list[str]:
+def data_problems(d: DataConfig) -> list[str]:
     names = column_names(d.columns) or []
     named = [n for n in names if n != "_"]
     checks = [(value is not None and value < 1, f"{flag} must be at least 1") for flag, value in
@@ -320,7 +320,7 @@ def validate(config: TrainConfig) -> None:
         (m.head_hidden_size < 0, "--head_hidden_size must not be negative"),
         (m.head_hidden_size and not m.freeze_encoder,
          "--head_hidden_size needs --freeze_encoder (the MLP head is for a frozen encoder)"),
-        *((True, problem) for problem in _data_problems(d)),
+        *((True, problem) for problem in data_problems(d)),
         (d.dataset and d.train_file, "give either --dataset or --train_file, not both"),
         ((d.validation_file or d.test_file) and not d.train_file, "--validation_file/--test_file need --train_file"),
         (ratio_problem, ratio_problem),

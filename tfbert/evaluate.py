@@ -28,7 +28,7 @@ import numpy as np
 
 from tfbert import runs
 from tfbert.errors import TfbertError
-from tfbert.evaluate_config import EvaluateConfig
+from tfbert.command_configs import EvaluateConfig
 
 logger = logging.getLogger(__name__)
 
