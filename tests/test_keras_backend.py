@@ -19,6 +19,7 @@ import tfbert  # noqa: F401  (process setup before TensorFlow loads)
 from tfbert.errors import TfbertError
 
 LABELS = ["neg", "neu", "pos"]
+FAMILIES = ("bert", "roberta", "xlm-roberta", "distilbert", "albert")
 SIZES = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
              max_position_embeddings=40, initializer_range=0.2)  # large weights: the approximate GELU would show
 
@@ -27,11 +28,12 @@ def tiny_transformers_classifier(family: str):
     """A random 2-layer transformers TF sequence classifier of ``family`` with 3 labels."""
     import tensorflow as tf
     from transformers import (AlbertConfig, BertConfig, DistilBertConfig, ElectraConfig, RobertaConfig,
-                              TFAutoModelForSequenceClassification)
+                              TFAutoModelForSequenceClassification, XLMRobertaConfig)
 
     config = {
         "bert": lambda: BertConfig(**SIZES),
         "roberta": lambda: RobertaConfig(pad_token_id=1, **SIZES),
+        "xlm-roberta": lambda: XLMRobertaConfig(pad_token_id=1, **SIZES),
         "albert": lambda: AlbertConfig(embedding_size=8, hidden_act="gelu", **SIZES),
         "electra": lambda: ElectraConfig(embedding_size=8, **SIZES),
         "distilbert": lambda: DistilBertConfig(vocab_size=40, dim=16, n_layers=2, n_heads=2, hidden_dim=32,
@@ -68,7 +70,7 @@ def checkpoints(tmp_path_factory) -> dict:
     """family -> (checkpoint folder, the transformers TF model it was written from)."""
     root = tmp_path_factory.mktemp("hub_checkpoints")
     result = {}
-    for family in ("bert", "roberta", "distilbert", "albert"):
+    for family in FAMILIES:
         model = tiny_transformers_classifier(family)
         result[family] = (write_hub_checkpoint(model, root / family), model)
     return result
@@ -87,7 +89,7 @@ def sample_batch(with_segments: bool, rows: int = 4, length: int = 12, seed: int
     return batch
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "albert"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_logits_equal_transformers(checkpoints, family):
     from tfbert.keras_backend import build_classifier
 
@@ -116,7 +118,7 @@ def test_exact_gelu_where_the_checkpoint_says_gelu(checkpoints):
 def test_supports(checkpoints, tmp_path):
     from tfbert.keras_backend import supports
 
-    for family in ("bert", "roberta", "distilbert", "albert"):
+    for family in FAMILIES:
         assert supports(checkpoints[family][0]) is None
     for model_type in ("electra", "deberta-v2", "modernbert"):
         folder = tmp_path / model_type
@@ -124,6 +126,15 @@ def test_supports(checkpoints, tmp_path):
         (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
         assert supports(folder) == f"{model_type}: no keras-hub converter"
     assert supports(tmp_path / "missing") is not None
+
+
+def test_hub_ids_go_through_keras_hubs_loader():
+    from tfbert.keras_checkpoint import checkpoint_preset
+
+    assert checkpoint_preset("FacebookAI/roberta-base") == "hf://FacebookAI/roberta-base"
+    assert checkpoint_preset("hf://google-bert/bert-base-uncased") == "hf://google-bert/bert-base-uncased"
+    with pytest.raises(TfbertError, match="no such folder"):
+        checkpoint_preset("./no/such/folder")
 
 
 def test_build_refuses_unsupported_family(tmp_path):
@@ -150,6 +161,26 @@ def test_freeze_and_mlp_head(checkpoints):
     model = build_classifier(checkpoints["bert"][0], LABELS, freeze_encoder=True, head_hidden_size=8)
     trainable = sorted(variable.path for variable in model.trainable_variables)
     assert trainable == ["classifier/bias", "classifier/kernel", "head_hidden/bias", "head_hidden/kernel"]
+
+
+def test_checkpoint_head_reused_only_when_it_fits(checkpoints):
+    from tfbert.keras_backend import build_classifier
+
+    folder, reference = checkpoints["distilbert"]
+    same = build_classifier(folder, LABELS)
+    np.testing.assert_array_equal(np.array(same.get_layer("classifier").kernel), reference.classifier.kernel.numpy())
+    other = build_classifier(folder, ["no", "yes"])  # 2 labels against the checkpoint's 3: a fresh head
+    assert tuple(other.get_layer("classifier").kernel.shape) == (16, 2)
+
+
+def test_dropout_override_reaches_backbone_and_head(checkpoints):
+    import keras
+
+    from tfbert.keras_backend import build_classifier
+
+    model = build_classifier(checkpoints["roberta"][0], LABELS, dropout=0.25)
+    rates = {layer.rate for layer in model._flatten_layers() if isinstance(layer, keras.layers.Dropout)}
+    assert rates == {0.25}
 
 
 def toy_dataset(with_segments: bool, rows: int = 48, batch_size: int = 8):
@@ -202,7 +233,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 def test_fit_under_mirrored_strategy_with_int_masks(checkpoints):
     # Logical devices must be configured before TensorFlow initialises them: a fresh process.
     result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(checkpoints["bert"][0]),
-                             str(Path(__file__).parent)], capture_output=True, text=True, timeout=300)
+                             str(Path(__file__).parent)], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr[-3000:]
     words = result.stdout.split()
     assert words[words.index("replicas") + 1] == "2"
