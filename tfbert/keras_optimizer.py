@@ -6,8 +6,10 @@ bias), as in :func:`tfbert.training.excluded_from_decay`.
 
 Example:
     >>> from tfbert.keras_optimizer import make_optimizer
-    >>> optimizer = make_optimizer(model, lr=5e-5, weight_decay=0.01, warmup_steps=100, total_steps=1000)  # doctest: +SKIP
-    >>> model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # doctest: +SKIP
+    >>> optimizer = make_optimizer(model, lr=5e-5, weight_decay=0.01, warmup_steps=100,
+    ...                            total_steps=1000)  # doctest: +SKIP
+    >>> loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    >>> model.compile(optimizer=optimizer, loss=loss)  # doctest: +SKIP
 """
 
 from __future__ import annotations
