@@ -338,6 +338,8 @@ class InferConfig:
                                             default=None)
     top_k: int = _help("show the k most probable labels", default=1)
     json: bool = _help("one JSON object per text", default=False)
+    explain: bool = _help("also show the tokens that weighed most for each label (integrated gradients; needs a run "
+                          "folder or model/)", default=False)
     verbose: bool = _help(VERBOSE_HELP, default=False)
 
 
