@@ -46,7 +46,6 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-
 @dataclass
 class Prepared:
     """What the run reads, loaded and checked before anything is written."""
@@ -302,8 +301,7 @@ def _draw_figures(context: RunContext, prepared: Prepared, results: Results) -> 
 
     folder = context.run.plots
     figures = plots.plot_curves(results.fitted.history, folder)
-    figures["confusion"] = plots.plot_confusion(results.evaluations["test"].confusion, prepared.label_names, folder,
-                                                "test")
+    figures["confusion"] = plots.plot_confusion(results.evaluations["test"].confusion, prepared.label_names, folder)
     figures["lengths"] = plots.plot_lengths(prepared.train_lengths, context.config.data.max_length, folder)
     return figures
 
@@ -347,7 +345,8 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
 
 
 def _finish(context: RunContext, prepared: Prepared, results: Results) -> dict:
-    """metrics.json and report.md, checkpoints/ dropped (unless --keep_checkpoints), status finished; the summary."""
+    """metrics.json, report.md and report.html, checkpoints/ dropped (unless --keep_checkpoints), status finished."""
+    from tfbert.html_report import write_run_html
     from tfbert.report import write_report
 
     run, settings = context.run, context.config.training
@@ -355,6 +354,7 @@ def _finish(context: RunContext, prepared: Prepared, results: Results) -> dict:
     write_report(run, context.config, prepared.corpus, metrics, results.evaluations, results.figures,
                  results.saved_model, context.policy, prepared.train_lengths)
     runs.write_json(run.path / "metrics.json", metrics)
+    write_run_html(run, prepared, results, metrics)
     if not settings.keep_checkpoints:
         shutil.rmtree(run.path / CHECKPOINT_DIR, ignore_errors=True)  # a failed run never gets here: it keeps them
     runs.set_status(run, "finished")
