@@ -84,8 +84,8 @@ def test_top_tokens_leave_special_tokens_out_and_display_joins_pieces():
     assert json.loads(json.dumps(explanation.to_dict()))["top_tokens"][0] == ["##ly", -0.7]
     assert display_tokens(["[CLS]", "good", "##ly", "[SEP]"]) == [("[CLS]", False), ("good", True), ("ly", False),
                                                                   ("[SEP]", True)]
-    assert display_tokens(["<s>", "▁Café", "▁na", "ïve", "</s>"]) == [("<s>", False), ("Café", True), ("na", True),
-                                                                      ("ïve", False), ("</s>", False)]
+    assert display_tokens(["<s>", "▁Café", "▁na", "ïve", "</s>"]) == [
+        ("<s>", False), ("Café", True), ("na", True), ("ïve", False), ("</s>", False)]
 
 
 def test_explain_needs_the_keras_model():
