@@ -24,6 +24,7 @@ import numpy as np
 from tfbert import runs
 from tfbert.config import TrainConfig
 from tfbert.errors import TfbertError
+from tfbert.html_report import write_run_html
 from tfbert.training import CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
@@ -345,8 +346,7 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
 
 
 def _finish(context: RunContext, prepared: Prepared, results: Results) -> dict:
-    """metrics.json, report.md and report.html, checkpoints/ dropped (unless --keep_checkpoints), status finished."""
-    from tfbert.html_report import write_run_html
+    """metrics.json and report.md, checkpoints/ dropped (unless --keep_checkpoints), status finished; the summary."""
     from tfbert.report import write_report
 
     run, settings = context.run, context.config.training
@@ -354,7 +354,6 @@ def _finish(context: RunContext, prepared: Prepared, results: Results) -> dict:
     write_report(run, context.config, prepared.corpus, metrics, results.evaluations, results.figures,
                  results.saved_model, context.policy, prepared.train_lengths)
     runs.write_json(run.path / "metrics.json", metrics)
-    write_run_html(run, prepared, results, metrics)
     if not settings.keep_checkpoints:
         shutil.rmtree(run.path / CHECKPOINT_DIR, ignore_errors=True)  # a failed run never gets here: it keeps them
     runs.set_status(run, "finished")
@@ -394,6 +393,7 @@ def _metrics(context: RunContext, prepared: Prepared, results: Results) -> dict:
         metrics["compact"] = results.compact
     metrics["data_checks"] = prepared.checks.to_dict()
     metrics["warnings"] = list(prepared.checks.warnings)
+    write_run_html(context.run, prepared, results, metrics)  # before the size: the page is part of the run
     dropped = () if context.config.training.keep_checkpoints else (CHECKPOINT_DIR,)
     metrics["run_mib"] = runs.size_mib(context.run, leaving_out=dropped)
     return metrics

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from html import escape
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,6 +22,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tfbert import runs
+
+logger = logging.getLogger(__name__)
 
 HEADLINE = (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("macro_precision", "macro precision"),
             ("macro_recall", "macro recall"), ("weighted_f1", "weighted F1"), ("loss", "loss"))
@@ -125,8 +128,12 @@ def write_run_html(run, prepared, results, metrics: dict) -> Path:
 
     config = json.loads((run.path / "config.json").read_text(encoding="utf-8"))
     test = results.evaluations["test"]
-    explanations = explain_test_examples(run.model_dir, prepared.encoded["test"], run.path / "predictions_test.jsonl",
-                                         EXPLAINED_ERRORS, EXPLAINED_CORRECT)
+    try:
+        explanations = explain_test_examples(run.model_dir, prepared.encoded["test"],
+                                             run.path / "predictions_test.jsonl", EXPLAINED_ERRORS, EXPLAINED_CORRECT)
+    except Exception as error:  # a model the attributions cannot take apart must not fail a trained run
+        logger.warning("report.html without explanations: %s: %s", type(error).__name__, error)
+        explanations = []
     settings = config.get("settings", {})
     title = f"{config.get('data', {}).get('name', '')} · {settings.get('model', {}).get('model_name', '')}"
     subtitle = (f"run {run.run_id}: best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
