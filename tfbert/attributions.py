@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -27,6 +28,7 @@ DEFAULT_STEPS = 48
 COMPLETENESS_LIMIT = 0.05  # relative error above which the path integral is redone once with more steps
 RETRY_FACTOR = 4
 STEP_BATCH = 32  # interpolation points per forward/backward pass: bounds memory for long texts and big models
+_COMPILED = weakref.WeakKeyDictionary()  # model -> its compiled gradient step; gone with the model
 
 
 @dataclass
@@ -212,15 +214,31 @@ def _embeddings(model, tokenizer, input_ids: Sequence[int], special: list[bool])
     return inputs, baseline
 
 
-def _logits(model, embeddings, token_type_ids: Optional[Sequence[int]]):
-    """Logits [batch, classes] (float32) of a batch of embedded copies of one example."""
+def _logits(model, embeddings, token_type_ids=None):
+    """Logits [batch, classes] (float32) of a batch of embedded copies of one example (token types: [length])."""
     import tensorflow as tf
 
     batch, length = tf.shape(embeddings)[0], tf.shape(embeddings)[1]
     features = {"inputs_embeds": embeddings, "attention_mask": tf.ones((batch, length), tf.int32)}
     if token_type_ids is not None:
-        features["token_type_ids"] = tf.tile(tf.constant([list(token_type_ids)], tf.int32), [batch, 1])
+        features["token_type_ids"] = tf.tile(tf.reshape(tf.cast(token_type_ids, tf.int32), (1, -1)), [batch, 1])
     return tf.cast(model(features, training=False).logits, tf.float32)  # a dict: Keras wants a first argument
+
+
+def _gradient_step(model):
+    """(points [b, n, hidden], token types [n] or None, target) -> (the target's logits [b], their gradients), as
+    one compiled graph per model: eagerly, the Python of a transformers model costs more than its arithmetic."""
+    import tensorflow as tf
+
+    if model not in _COMPILED:
+        def step(points, token_type_ids, target):
+            with tf.GradientTape() as tape:
+                tape.watch(points)
+                logit = tf.gather(_logits(model, points, token_type_ids), target, axis=1)
+            return logit, tape.gradient(logit, points)
+
+        _COMPILED[model] = tf.function(step, reduce_retracing=True)  # texts of new lengths reuse the graph
+    return _COMPILED[model]
 
 
 def _integrated_gradients(model, inputs, baseline, token_type_ids, target: int,
@@ -228,15 +246,14 @@ def _integrated_gradients(model, inputs, baseline, token_type_ids, target: int,
     """Per-token attributions (trapezoid rule over ``steps`` intervals), the logit change, the completeness error."""
     import tensorflow as tf
 
+    step = _gradient_step(model)
+    types = tf.constant(list(token_type_ids), tf.int32) if token_type_ids is not None else None
     alphas = tf.linspace(0.0, 1.0, steps + 1)
     gradients, target_logits = [], []
     for start in range(0, steps + 1, STEP_BATCH):  # the path's points in batches: one pass per batch
         chunk = alphas[start:start + STEP_BATCH][:, None, None]
-        points = baseline[None] + chunk * (inputs - baseline)[None]
-        with tf.GradientTape() as tape:
-            tape.watch(points)
-            logit = _logits(model, points, token_type_ids)[:, target]
-        gradients.append(tape.gradient(logit, points))
+        logit, gradient = step(baseline[None] + chunk * (inputs - baseline)[None], types, tf.constant(target))
+        gradients.append(gradient)
         target_logits.append(logit)
     gradients, target_logits = tf.concat(gradients, 0), tf.concat(target_logits, 0).numpy()
     mean_gradient = tf.reduce_sum(gradients[:-1] + gradients[1:], axis=0) / (2.0 * steps)
