@@ -267,8 +267,10 @@ def display_tokens(tokens: Sequence[str]) -> list[tuple[str, bool]]:
     """Each token as it reads in text, and whether a space comes before it (WordPiece ``##``, SentencePiece ``▁``).
 
     Example:
-        >>> display_tokens(["[CLS]", "▁great", "▁phone", "s", "good", "##ly"])
-        [('[CLS]', False), ('great', True), ('phone', True), ('s', False), ('good', True), ('ly', False)]
+        >>> display_tokens(["[CLS]", "good", "##ly", "[SEP]"])
+        [('[CLS]', False), ('good', True), ('ly', False), ('[SEP]', True)]
+        >>> display_tokens(["<s>", "▁great", "▁phone", "s", "</s>"])
+        [('<s>', False), ('great', True), ('phone', True), ('s', False), ('</s>', False)]
     """
     sentencepiece = any(token.startswith("▁") for token in tokens)  # its words carry their own space marks
     shown = []
