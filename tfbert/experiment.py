@@ -24,6 +24,7 @@ from tfbert import baseline, distribution, resume, runs, runtime
 from tfbert.config import TrainConfig
 from tfbert.diagnose import library_versions
 from tfbert.errors import TfbertError
+from tfbert.html_report import write_run_html
 from tfbert.training import CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
@@ -283,8 +284,7 @@ def _draw_figures(context: RunContext, prepared: Prepared, results: Results) -> 
 
     folder = context.run.plots
     figures = plots.plot_curves(results.fitted.history, folder)
-    figures["confusion"] = plots.plot_confusion(results.evaluations["test"].confusion, prepared.label_names, folder,
-                                                "test")
+    figures["confusion"] = plots.plot_confusion(results.evaluations["test"].confusion, prepared.label_names, folder)
     figures["lengths"] = plots.plot_lengths(prepared.train_lengths, context.config.data.max_length, folder)
     return figures
 
@@ -382,6 +382,7 @@ def _metrics(context: RunContext, prepared: Prepared, results: Results) -> dict:
                                                         seed=context.config.training.seed)
         metrics["warnings"] += filter(None, [baseline.below_baseline_warning(test.metrics["macro_f1"],
                                                                              metrics["baseline"])])
+    write_run_html(context.run, prepared, results, metrics)  # before the size: the page is part of the run
     dropped = () if context.config.training.keep_checkpoints else (CHECKPOINT_DIR,)
     metrics["run_mib"] = runs.size_mib(context.run, leaving_out=dropped)
     return metrics
