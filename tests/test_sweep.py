@@ -95,3 +95,31 @@ def test_a_two_point_sweep_writes_normal_runs_and_chooses_by_validation(tiny_mod
     assert newest_run(tmp_path / "output") == run_dirs[-1] and len(finished_runs(tmp_path / "output")) == 2
     # The second point tokenises nothing new: its splits come from the first point's cache files.
     assert cached_after_each[-1] == cached_after_each[1] == 3
+    # report.html: the points over seeds, then the chosen point's first run, as a browser shows it.
+    page = Path(record["report"])
+    assert page == sweep_dir / "report.html"
+    html = page.read_text(encoding="utf-8")
+    chosen_label = f"lr={saved['chosen']['setting']['lr']:g} (chosen)"
+    assert chosen_label in html and html.count("(chosen)") == 1
+    _check_in_chromium(page, json.loads((Path(saved["chosen"]["runs"][0]) / "metrics.json").read_text()), tmp_path)
+
+
+def _check_in_chromium(page: Path, metrics: dict, tmp_path: Path) -> None:
+    """Every figure loaded and every number shown equals metrics.json; the screenshot is kept beside the page."""
+    from test_html_report import PNG_SIGNATURE, _chromium, _full_page_png
+
+    from tfbert.html_report import format_metric, metric_at
+
+    browser = _chromium(tmp_path / "profile")
+    try:
+        browser.get(page.resolve().as_uri())
+        widths = browser.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth)")
+        shown = browser.execute_script(
+            "return Array.from(document.querySelectorAll('[data-metric]')).map(e => [e.dataset.metric, e.innerText])")
+        (page.parent / "report.png").write_bytes(_full_page_png(browser))
+    finally:
+        browser.quit()
+    assert len(widths) >= 3 and all(width and width > 0 for width in widths)
+    assert "test.macro_f1" in {path for path, _ in shown}
+    assert all(text.strip() == format_metric(metric_at(metrics, path)) for path, text in shown)
+    assert (page.parent / "report.png").read_bytes().startswith(PNG_SIGNATURE)

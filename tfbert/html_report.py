@@ -73,7 +73,7 @@ def image_data_uri(path: Path) -> str:
 def render_html(title: str, metrics: dict, *, label_names: Optional[Sequence[str]] = None,
                 confusion: Optional[list[list[int]]] = None, errors: Sequence[dict] = (),
                 figures: Optional[dict[str, Path]] = None, config: Optional[dict] = None,
-                explanations: Sequence[tuple[str, object]] = (), subtitle: str = "") -> str:
+                explanations: Sequence[tuple[str, object]] = (), subtitle: str = "", extra: str = "") -> str:
     """The whole page as a string; every argument but ``title`` and ``metrics`` may be left out.
 
     Args:
@@ -85,12 +85,14 @@ def render_html(title: str, metrics: dict, *, label_names: Optional[Sequence[str
         figures: name -> PNG path; loss, metrics, confusion and lengths have their sections, others go last.
         config: config.json of the run: settings, versions and the data record.
         explanations: (caption, tfbert.attributions.Explanation) pairs, shown as highlighted tokens.
+        extra: a section of the caller's own (HTML, escaped by the caller), shown after the scores.
     """
     figures = dict(figures or {})
     sections = [
         f"<h1>{escape(title)}</h1>", f"<p class='muted'>{escape(subtitle)}</p>" if subtitle else "",
         _warnings(metrics.get("warnings", [])),
         _headline(metrics),
+        extra,
         _per_class(confusion, label_names),
         _confusion(confusion, label_names, figures.pop("confusion", None)),
         _figures("Training curves", [figures.pop(name) for name in ("loss", "metrics") if name in figures]),
@@ -145,7 +147,7 @@ def write_run_html(run, prepared, results, metrics: dict) -> Path:
 
 # --- sections ------------------------------------------------------------------------------------------------------
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: Sequence[int] = ()) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: Sequence[int] = ()) -> str:
     """An HTML table; cells are given as HTML (escape text before)."""
     head = "".join(f"<th{' class=text' if i in text_columns else ''}>{h}</th>" for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(cell if cell.startswith("<td") else
@@ -188,7 +190,7 @@ def _headline(metrics: dict) -> str:
     analyzer = (f"<p class='muted'>Baseline: {escape(str(baseline['analyzer']))}</p>"
                 if baseline.get("analyzer") else "")
     return ("<h2>Scores</h2><div class='cards'>" + "".join(cards) + "</div>"
-            + _table(["metric", *(escape(name) for _, name in columns)], rows, (0,)) + analyzer)
+            + html_table(["metric", *(escape(name) for _, name in columns)], rows, (0,)) + analyzer)
 
 
 def per_class_scores(confusion: list[list[int]]) -> list[dict]:
@@ -213,7 +215,7 @@ def _per_class(confusion, label_names) -> str:
         return ""
     rows = [[escape(name), *(format_metric(row[key]) for key in ("precision", "recall", "f1", "support"))]
             for name, row in zip(label_names, per_class_scores(confusion))]
-    return "<h2>Per class (test)</h2>" + _table(["class", "precision", "recall", "F1", "support"], rows, (0,))
+    return "<h2>Per class (test)</h2>" + html_table(["class", "precision", "recall", "F1", "support"], rows, (0,))
 
 
 def _shaded(value: float, text: str) -> str:
@@ -233,7 +235,7 @@ def _confusion(confusion, label_names, figure: Optional[Path]) -> str:
                                                                       lambda i, j: f"{normalised[i, j]:.2f}")):
         rows = [[escape(name), *(_shaded(normalised[i, j], show(i, j)) for j in range(len(label_names)))]
                 for i, name in enumerate(label_names)]
-        tables.append(f"<figure><figcaption>{caption}</figcaption>{_table(header, rows, (0,))}</figure>")
+        tables.append(f"<figure><figcaption>{caption}</figcaption>{html_table(header, rows, (0,))}</figure>")
     pictures = _images([figure]) if figure else ""
     return "<h2>Confusion matrix (test)</h2><div class='cards'>" + "".join(tables) + "</div>" + pictures
 
@@ -273,7 +275,7 @@ def _errors(errors: Sequence[dict]) -> str:
              escape(", ".join(f"{name} {p:.3f}" for name, p in e.get("probabilities", {}).items())),
              escape(e["text"])] for e in errors[:10]]
     return ("<h2>Most confident errors (test)</h2>"
-            + _table(["true", "predicted", "confidence", "probabilities", "text"], rows, (0, 1, 3, 4))
+            + html_table(["true", "predicted", "confidence", "probabilities", "text"], rows, (0, 1, 3, 4))
             + (f"<p class='muted'>{len(errors)} listed in errors.jsonl.</p>" if len(errors) > 10 else ""))
 
 
@@ -323,7 +325,7 @@ def _data_checks(config: Optional[dict], metrics: dict) -> str:
     shares = metrics.get("data_checks", {}).get("overlap_share", {})
     facts += [f"{escape(split)} texts also in an earlier split: {share:.1%}" for split, share in shares.items()]
     labels = ", ".join(escape(str(label)) for label in (config or {}).get("labels", []))
-    return ("<h2>Data</h2>" + _table(["split", "examples", "source"], rows, (0, 2))
+    return ("<h2>Data</h2>" + html_table(["split", "examples", "source"], rows, (0, 2))
             + (f"<p>Labels: {labels}.</p>" if labels else "")
             + ("<ul>" + "".join(f"<li>{fact}</li>" for fact in facts) + "</ul>" if facts else "")
             + (f"<p class='muted'>Fingerprint {escape(str(data['fingerprint']))}</p>" if data.get("fingerprint")
@@ -348,6 +350,6 @@ def _settings(config: Optional[dict]) -> str:
     versions = [[escape(name), escape(str(v))] for name, v in config.get("versions", {}).items()]
     command = " ".join(config.get("command", []))
     return ("<h2>Settings and versions</h2>" + (f"<p><code>{escape(command)}</code></p>" if command else "")
-            + "<details open><summary>settings</summary>" + _table(["setting", "value"], rows, (0, 1)) + "</details>"
-            + "<details open><summary>versions</summary>" + _table(["library", "version"], versions, (0, 1))
+            + "<details open><summary>settings</summary>" + html_table(["setting", "value"], rows, (0, 1)) + "</details>"
+            + "<details open><summary>versions</summary>" + html_table(["library", "version"], versions, (0, 1))
             + "</details>")

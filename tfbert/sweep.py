@@ -224,8 +224,8 @@ def run_sweep(base: TrainConfig, plan: SweepPlan, report=print) -> dict:
     record["chosen"] = choose(record["points"])
     record["baseline"] = baseline_scores(record["chosen"]["runs"])
     record["status"] = "finished"
-    # An HTML report of the sweep hooks in here, reading the finished record.
     write_sweep_files(sweep.path, record)
+    record["report"] = str(write_sweep_html(sweep, record))
     return record
 
 
@@ -333,3 +333,39 @@ def summary_lines(record: dict) -> list[str]:
         lines.append(f"  TF-IDF baseline: test macro-F1 {_pm(record['baseline']['test']['macro_f1'])}")
     lines += [f"  run {run}" for run in chosen["runs"]]
     return lines
+
+
+FIGURE_FILES = {"loss": "loss.png", "metrics": "metrics.png", "confusion": "confusion_matrix_test.png",
+                "lengths": "lengths.png"}
+
+
+def write_sweep_html(sweep: runs.Run, record: dict) -> Path:
+    """report.html of a finished sweep: every point's validation scores over seeds, then the chosen point's first
+    run in full (the only test scores the sweep shows).
+
+    Example:
+        >>> write_sweep_html(sweep, record)  # doctest: +SKIP
+        PosixPath('output/sms_spam/sweeps/20261204_180000/report.html')
+    """
+    import json
+
+    from html import escape
+
+    from tfbert.html_report import format_metric, html_table, write_html
+
+    chosen = record["chosen"]
+    rows = [[escape(describe(point["setting"]) or "base settings") + (" (chosen)" if point["runs"] == chosen["runs"]
+                                                                      else ""),
+             *(f"{format_metric(point['validation'][key]['mean'])} ± {format_metric(point['validation'][key]['std'])}"
+               for key in ("macro_f1", "accuracy")), str(len(point["runs"]))] for point in record["points"]]
+    table = ("<h2>Points (validation, mean ± sd over seeds)</h2>"
+             + html_table(["setting", "macro F1", "accuracy", "runs"], rows, (0,)))
+    run_dir = Path(chosen["runs"][0])
+    plots = sweep.plots / run_dir.relative_to(sweep.path)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    figures = {name: plots / file for name, file in FIGURE_FILES.items() if (plots / file).is_file()}
+    return write_html(sweep.path / "report.html", f"sweep {sweep.run_id}", metrics, label_names=config["labels"],
+                      confusion=metrics.get("confusion_test"), figures=figures, config=config, extra=table,
+                      subtitle=f"chosen: {describe(chosen['setting']) or 'base settings'}, its first run below "
+                               f"({run_dir.name})")
