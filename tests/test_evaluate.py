@@ -14,11 +14,12 @@ from conftest import make_rows, write_jsonl
 
 from tfbert.cli import parse_evaluate_args
 from tfbert.errors import TfbertError
+from tfbert.html_report import format_metric
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--epochs", "1", "--batch_size", "8", "--max_length", "16", "--precision", "float32", "--patience", "0",
         "--compact_layers", "all"]
-FILES = ("metrics.json", "evaluation.json", "report.md", "classification_report.txt", "errors.jsonl",
+FILES = ("metrics.json", "evaluation.json", "report.md", "report.html", "classification_report.txt", "errors.jsonl",
          "predictions_test.jsonl", "confusion_matrix_test.png")
 
 
@@ -65,6 +66,8 @@ def test_the_run_folder_reproduces_the_runs_test_metrics(trained):
 
     assert record["data"]["fingerprint"] == file_fingerprint(trained["test"]) and record["predictor"] == "KerasPredictor"
     assert "run's test split" in (folder / "report.md").read_text(encoding="utf-8")
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert f'data-metric="test.macro_f1">{format_metric(test["macro_f1"])}<' in page
 
 
 @pytest.mark.slow  # trains a run first

@@ -229,9 +229,11 @@ def create_evaluation_folder(config: EvaluateConfig, model_path: Path, data_name
 
 def write_evaluation(folder: Path, config: EvaluateConfig, model_path: Path, predictor, data: LabelledData,
                      gold: GoldLabels, probabilities: np.ndarray, evaluation) -> dict:
-    """The files a run writes for its test split, plus evaluation.json (what was scored) and report.md."""
+    """The files a run writes for its test split, plus evaluation.json (what was scored), report.md and
+    report.html."""
     from tfbert import plots
     from tfbert.evaluation import prediction_rows, write_evaluation_files
+    from tfbert.html_report import write_html
 
     write_evaluation_files(folder, {SPLIT: evaluation},
                            {SPLIT: prediction_rows(probabilities, gold.ids, gold.names, data.row_ids)})
@@ -242,6 +244,9 @@ def write_evaluation(folder: Path, config: EvaluateConfig, model_path: Path, pre
                "unknown_labels": dict(gold.unknown), "data": record["data"]}
     runs.write_json(folder / "metrics.json", metrics)
     runs.write_text(folder / "report.md", _report(folder, record, evaluation, figure, owning_run(model_path)))
+    write_html(folder / "report.html", f"evaluation · {record['data']['name']}", metrics, label_names=gold.names,
+               confusion=evaluation.confusion, errors=evaluation.errors, figures={"confusion": figure},
+               subtitle=f"{record['model']} on {record['data']['name']}")
     return {"evaluation_dir": str(folder), "n": evaluation.metrics["n"], "accuracy": evaluation.metrics["accuracy"],
             "macro_f1": evaluation.metrics["macro_f1"],
             **({"unknown_label_rows": sum(gold.unknown.values())} if gold.unknown else {})}
