@@ -165,6 +165,7 @@ def _backup_class():
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)  # Keras builds its training state and restores the newest backup
             self._manage_backups()
+            self._restore_random_state()
             restored = read_backup(Path(self.backup_dir))
             if restored:
                 self._restore_callbacks(restored.callbacks)
@@ -183,6 +184,14 @@ def _backup_class():
             if state.write_checkpoint_manager is state.read_checkpoint_manager:
                 state.write_checkpoint_manager = manager
             state.read_checkpoint_manager = manager
+
+        def _restore_random_state(self):
+            """Keras restored the newest backup through its own checkpoint (model, epoch, step, train counter),
+            which lacks the global generator: read that from the same backup, or dropout would start its
+            masks over from the seed's first ones."""
+            latest = tf.train.latest_checkpoint(str(Path(self.backup_dir) / _MANAGED))
+            if latest is not None:
+                tf.train.Checkpoint(rng=tf.random.get_global_generator()).read(latest).expect_partial()
 
         def _restore_callbacks(self, saved: dict):
             self.epoch_logs = list(saved.get("epoch_logs", []))
