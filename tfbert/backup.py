@@ -3,7 +3,7 @@ on SIGTERM/SIGINT that saves one first.
 
 The backup is Keras' own ``BackupAndRestore`` (weights, optimizer slots and step, epoch and step within it;
 the learning rate follows from the optimizer's step) and the state of TensorFlow's global random generator
-(fused dropout's masks), written by a ``tf.train.CheckpointManager`` that keeps
+(every dropout's masks: tfbert.fused_ops), written by a ``tf.train.CheckpointManager`` that keeps
 the last two. TF checkpoints are atomic for readers: the data and index files are written first and the
 ``checkpoint`` file that names the latest one is replaced in one rename afterwards, so a backup cut short
 is never the one restored. Each backup also holds, as a JSON string variable, what Keras leaves out: every
@@ -178,7 +178,7 @@ def _backup_class():
             checkpoint = tf.train.Checkpoint(
                 model=self.model, ckpt_saved_epoch=state._ckpt_saved_epoch, ckpt_saved_batch=state._ckpt_saved_batch,
                 train_counter=self.model._train_counter, callbacks=self._state,
-                rng=tf.random.get_global_generator())  # fused dropout's random stream (tfbert.fused_ops)
+                rng=tf.random.get_global_generator())  # every dropout's random stream (tfbert.fused_ops)
             manager = tf.train.CheckpointManager(checkpoint, str(Path(self.backup_dir) / _MANAGED),
                                                  max_to_keep=KEEP_BACKUPS)
             if state.write_checkpoint_manager is state.read_checkpoint_manager:
