@@ -114,16 +114,22 @@ def test_heartbeat_refreshes_and_stops_at_the_final_status(tmp_path):
 
 # ---- the backup callback, in process ----
 
-def _tiny_fit(backup_dir: Path, stop, epochs: int, make_data, skip: int = 0, stop_after: int = 0):
-    """A 1-unit model fitted on ``make_data()`` (less its first ``skip`` batches) with the backup callback, seeded
-    as train.py seeds a run; SIGTERM to this process after ``stop_after`` steps (0: never)."""
+def _tiny_fit(backup_dir: Path, stop, epochs: int, make_data, skip: int = 0, stop_after: int = 0, fused: bool = True):
+    """A small model with dropout fitted on ``make_data()`` (less its first ``skip`` batches) with the backup
+    callback, seeded and its dropout made as train.py does; SIGTERM to this process after ``stop_after`` steps
+    (0: never)."""
     import tensorflow as tf
 
+    from tfbert import fused_ops, runtime
     from tfbert.backup import training_backup
 
-    tf.keras.utils.set_random_seed(0)
+    runtime.set_seed(0)
     data = make_data().skip(skip)
-    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
+    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(8), tf.keras.layers.Dropout(0.3),
+                                 tf.keras.layers.Dense(1)])
+    if fused:
+        fused_ops.fuse(model)
+    assert fused_ops.seed_dropouts(model) == int(not fused)
     model.compile(tf.keras.optimizers.Adam(0.1), loss="mse")
 
     class Signal(tf.keras.callbacks.Callback):
@@ -140,7 +146,8 @@ def _tiny_fit(backup_dir: Path, stop, epochs: int, make_data, skip: int = 0, sto
     return model, backup
 
 
-def test_sigterm_saves_a_backup_and_a_resumed_fit_ends_where_an_uninterrupted_one_does(tmp_path):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused_dropout", "seeded_dropout"])
+def test_sigterm_saves_a_backup_and_a_resumed_fit_ends_where_an_uninterrupted_one_does(tmp_path, fused):
     import tensorflow as tf
 
     from tfbert.backup import RunInterrupted, StopRequest, read_backup
@@ -150,18 +157,18 @@ def test_sigterm_saves_a_backup_and_a_resumed_fit_ends_where_an_uninterrupted_on
     def data():  # built anew, as each run of train.py does: a second iterator over one seeded shuffle reshuffles
         return tf.data.Dataset.from_tensor_slices((x, x.sum(1) * 3)).shuffle(40, seed=1).batch(4).repeat()
 
-    whole, _ = _tiny_fit(tmp_path / "whole", StopRequest(), 3, data)
+    whole, _ = _tiny_fit(tmp_path / "whole", StopRequest(), 3, data, fused=fused)
     with pytest.raises(RunInterrupted) as stopped:
-        _tiny_fit(tmp_path / "cut", StopRequest(), 3, data, stop_after=7)  # epoch 2, its second step
+        _tiny_fit(tmp_path / "cut", StopRequest(), 3, data, stop_after=7, fused=fused)  # epoch 2, its second step
     assert stopped.value.exit_code == 143
     state = read_backup(tmp_path / "cut")
     assert (state.epoch, state.batch, len(state.callbacks["epoch_logs"])) == (1, 1, 1)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again
 
-    resumed, backup = _tiny_fit(tmp_path / "cut", StopRequest(), 3, data, skip=state.batches_done(5))
+    resumed, backup = _tiny_fit(tmp_path / "cut", StopRequest(), 3, data, skip=state.batches_done(5), fused=fused)
     assert len(backup.epoch_logs) == 3
-    for a, b in zip(whole.get_weights(), resumed.get_weights()):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(whole.get_weights(), resumed.get_weights()):  # the same dropout masks: the same weights
+        np.testing.assert_array_equal(a, b)
     names = sorted(p.name for p in (tmp_path / "cut" / "chief").glob("ckpt-*.index"))
     assert len(names) == 2  # the last two backups are kept
 
@@ -240,19 +247,18 @@ def test_killed_run_resumes_to_the_same_model_and_metrics(work, tiny_model_dir):
     assert expected.keys() == got.keys()
     largest = max(float(np.abs(expected[k] - got[k]).max()) for k in expected)
     print(f"kill/resume: {elapsed:.0f} s, largest weight difference {largest:.2e}")
-    # Exactness (atol 1e-5) is the goal; measured 2e-2 here, not yet explained (an RNG outside the backup, or
-    # run-to-run nondeterminism, which is being fixed separately), so the check is loose for now.
-    assert largest < 0.1
+    # The backups hold the generator every dropout draws from, so the resumed run repeats the same masks.
+    assert largest <= 1e-5
     metrics = [json.loads((r / "metrics.json").read_text()) for r in (_only_run(work / "whole"), run)]
     for split in ("validation", "test"):
         for name, value in metrics[0][split].items():
             if isinstance(value, float):
-                assert metrics[1][split][name] == pytest.approx(value, abs=0.1), (split, name)
+                assert metrics[1][split][name] == pytest.approx(value, abs=1e-6), (split, name)
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     whole_rows = list(csv.DictReader((_only_run(work / "whole") / "log.csv").open()))
     assert [float(r["val_macro_f1"]) for r in rows] == pytest.approx([float(r["val_macro_f1"]) for r in whole_rows],
-                                                                      abs=0.1)
+                                                                      abs=1e-6)
 
     again = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(run)], cwd=work,
                            capture_output=True, text=True)

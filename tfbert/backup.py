@@ -3,7 +3,7 @@ on SIGTERM/SIGINT that saves one first.
 
 The backup is Keras' own ``BackupAndRestore`` (weights, optimizer slots and step, epoch and step within it;
 the learning rate follows from the optimizer's step) and the state of TensorFlow's global random generator
-(fused dropout's masks), written by a ``tf.train.CheckpointManager`` that keeps
+(every dropout's masks: tfbert.fused_ops), written by a ``tf.train.CheckpointManager`` that keeps
 the last two. TF checkpoints are atomic for readers: the data and index files are written first and the
 ``checkpoint`` file that names the latest one is replaced in one rename afterwards, so a backup cut short
 is never the one restored. Each backup also holds, as a JSON string variable, what Keras leaves out: every
@@ -165,6 +165,7 @@ def _backup_class():
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)  # Keras builds its training state and restores the newest backup
             self._manage_backups()
+            self._restore_random_state()
             restored = read_backup(Path(self.backup_dir))
             if restored:
                 self._restore_callbacks(restored.callbacks)
@@ -177,12 +178,20 @@ def _backup_class():
             checkpoint = tf.train.Checkpoint(
                 model=self.model, ckpt_saved_epoch=state._ckpt_saved_epoch, ckpt_saved_batch=state._ckpt_saved_batch,
                 train_counter=self.model._train_counter, callbacks=self._state,
-                rng=tf.random.get_global_generator())  # fused dropout's random stream (tfbert.fused_ops)
+                rng=tf.random.get_global_generator())  # every dropout's random stream (tfbert.fused_ops)
             manager = tf.train.CheckpointManager(checkpoint, str(Path(self.backup_dir) / _MANAGED),
                                                  max_to_keep=KEEP_BACKUPS)
             if state.write_checkpoint_manager is state.read_checkpoint_manager:
                 state.write_checkpoint_manager = manager
             state.read_checkpoint_manager = manager
+
+        def _restore_random_state(self):
+            """Keras restored the newest backup through its own checkpoint (model, epoch, step, train counter),
+            which lacks the global generator: read that from the same backup, or dropout would start its
+            masks over from the seed's first ones."""
+            latest = tf.train.latest_checkpoint(str(Path(self.backup_dir) / _MANAGED))
+            if latest is not None:
+                tf.train.Checkpoint(rng=tf.random.get_global_generator()).read(latest).expect_partial()
 
         def _restore_callbacks(self, saved: dict):
             self.epoch_logs = list(saved.get("epoch_logs", []))

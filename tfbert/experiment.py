@@ -253,6 +253,7 @@ def _compiled_model(context: RunContext, prepared: Prepared, total_steps: int):
         )
         if context.fused:
             logger.info("fused ops: %s", fused_ops.fuse(model))
+        fused_ops.seed_dropouts(model)  # any dropout left draws from the seeded, backed-up generator
         optimizer = training.make_optimizer(
             model, settings.lr, settings.weight_decay, int(settings.warmup_ratio * total_steps), total_steps
         )

@@ -102,22 +102,32 @@ def dropout_mask(shape, rate: float, dtype, seed):
     return tf.where(kept, tf.constant(1.0 / (1.0 - rate), dtype), tf.constant(0.0, dtype))
 
 
+def global_seed():
+    """A fresh stateless seed from TensorFlow's global generator: runtime.set_seed seeds it and the training
+    backups hold its state, so a resumed run draws the masks the uninterrupted one would."""
+    import tensorflow as tf
+
+    return tf.random.get_global_generator().make_seeds(1)[:, 0]
+
+
 def dropout(x, rate: float):
     """Inverted dropout; its gradient is the upstream gradient times the same mask."""
     import tensorflow as tf
 
-    # A fresh stateless seed per call from TensorFlow's global generator: runtime.set_seed seeds it and the
-    # training backups hold its state, so a resumed run draws the masks the uninterrupted one would.
-    seed = tf.random.get_global_generator().make_seeds(1)[:, 0]
-    return x * dropout_mask(tf.shape(x), rate, x.dtype, seed)
+    return x * dropout_mask(tf.shape(x), rate, x.dtype, global_seed())
 
 
 @functools.lru_cache(maxsize=None)
-def _fused_dropout_class():
+def _seeded_dropout_class():
     import tensorflow as tf
 
-    class FusedDropout(tf.keras.layers.Dropout):
-        """tf.keras.layers.Dropout computing :func:`dropout` in training."""
+    class SeededDropout(tf.keras.layers.Dropout):
+        """tf.keras.layers.Dropout drawing its masks from :func:`global_seed`. Stock Dropout uses TF1 stateful
+        random ops, whose state lives in each op's kernel and starts over in a new process (a resumed run)."""
+
+        def dropped(self, inputs):
+            return tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=global_seed(),
+                                                        noise_shape=self._get_noise_shape(inputs))
 
         def call(self, inputs, training=None):
             if self.rate == 0:
@@ -125,9 +135,36 @@ def _fused_dropout_class():
             if training is None:
                 training = tf.keras.backend.learning_phase()
             return tf.__internal__.smart_cond.smart_cond(
-                training, lambda: dropout(inputs, float(self.rate)), lambda: tf.identity(inputs))
+                training, lambda: self.dropped(inputs), lambda: tf.identity(inputs))
+
+    return SeededDropout
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_dropout_class():
+    class FusedDropout(_seeded_dropout_class()):
+        """tf.keras.layers.Dropout computing :func:`dropout` in training."""
+
+        def dropped(self, inputs):
+            return dropout(inputs, float(self.rate))
 
     return FusedDropout
+
+
+def seed_dropouts(model) -> int:
+    """Make every stock Dropout layer left in ``model`` a :class:`SeededDropout`, in place; return how many.
+    Weights, layer names and checkpoints are unchanged.
+
+    Example:
+        >>> seed_dropouts(model)  # doctest: +SKIP
+        8
+    """
+    import tensorflow as tf
+
+    stock = [layer for layer in model.submodules if type(layer) is tf.keras.layers.Dropout]
+    for layer in stock:
+        layer.__class__ = _seeded_dropout_class()
+    return len(stock)
 
 
 @functools.lru_cache(maxsize=None)

@@ -110,7 +110,7 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(seed)
-    tf.random.set_global_generator(tf.random.Generator.from_seed(seed))  # fused dropout's; backed up with a run
+    tf.random.set_global_generator(tf.random.Generator.from_seed(seed))  # every dropout's; backed up with a run
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 
