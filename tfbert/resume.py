@@ -58,6 +58,9 @@ def resumed_config(config: TrainConfig, given: Optional[set[str]] = None) -> Tra
     given = _changed_from_defaults(config) if given is None else set(given)
     if target in ("auto", None):  # None: a cluster job started again continues its own folder
         run_dir = job_folder if job else newest_resumable_run(config)
+        if job_folder and runs.read_status(job_folder).get("status") == "finished":  # on every worker, before TF
+            raise TfbertError(f"{job_folder}: this cluster job's run is finished; set "
+                              f"{distribution.RUN_ID_VARIABLE} to another id for a new run")
         if run_dir is None:
             return dataclasses.replace(config, training=dataclasses.replace(config.training, resume=None))
     else:
@@ -155,9 +158,6 @@ def open_or_create_run(config: TrainConfig, corpus) -> runs.Run:
         return runs.create_run(settings.output_dir, settings.plots_dir, corpus.name, config.model.model_name,
                                fixed_id=distribution.job_run_id())
     run_dir = Path(settings.resume)
-    if runs.read_status(run_dir).get("status") == "finished":  # a cluster job's folder, found whatever its status
-        raise TfbertError(f"{run_dir}: this cluster job's run is finished; set {distribution.RUN_ID_VARIABLE} to "
-                          "another id for a new run")
     recorded = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("data", {}).get("fingerprint")
     if recorded and recorded != corpus.fingerprint:
         raise TfbertError(f"--resume {run_dir}: the data changed since the run started (fingerprint {recorded[:12]} "
