@@ -13,6 +13,9 @@ mkdir -p "$HF_HOME" "$HF_DATASETS_CACHE" "$TFBERT_CACHE" "$TMPDIR"
 TFBERT_PYTHON="${TFBERT_PYTHON:-python}"
 TFBERT_TRAIN=("$TFBERT_PYTHON" train.py --resume auto --output_dir "$TFBERT_JOB_DIR/output"
               --plots_dir "$TFBERT_JOB_DIR/plots")
+# The run folder's name on a multi-worker job: the same on every worker and after a requeue, so that all of
+# them find the chief's backups (tfbert.distribution.job_run_id).
+[ "$job_id" = local ] || export TFBERT_RUN_ID="${TFBERT_RUN_ID:-${job_id%%.*}}"
 # One port per job (from its id), so that two jobs sharing a node do not collide.
 job_number="${job_id//[^0-9]/}"
 export TFBERT_PORT="${TFBERT_PORT:-$((20000 + ${job_number:-0} % 20000))}"

@@ -18,7 +18,7 @@ printf -v train_command '%q ' "${TFBERT_TRAIN[@]}" --strategy multi_worker "${tr
 pids=()
 for rank in "${!hosts[@]}"; do
   # pbs_tmrsh starts the process inside the job on that host (PBS accounts for it and kills it with the job).
-  pbs_tmrsh "${hosts[$rank]}" bash -c "cd '$PWD' && export TFBERT_JOB_DIR='$TFBERT_JOB_DIR' TFBERT_PORT=$TFBERT_PORT &&
+  pbs_tmrsh "${hosts[$rank]}" bash -c "cd '$PWD' && export TFBERT_JOB_DIR='$TFBERT_JOB_DIR' TFBERT_PORT=$TFBERT_PORT TFBERT_RUN_ID='${TFBERT_RUN_ID:-}' &&
     source scripts/job_env.sh &&
     export TF_CONFIG=\$($TFBERT_PYTHON -m tfbert.cluster tf-config --nodes-file '$PBS_NODEFILE' \
                         --rank $rank --port $TFBERT_PORT) &&

@@ -172,8 +172,9 @@ def _backup_class():
 
         def _manage_backups(self):
             """Keras' manager keeps one backup; this one, over the same checkpoint plus the callbacks' state,
-            keeps two, so that a damaged newest backup still leaves one. Only the writing worker (the chief)
-            needs it: the others write to a temporary folder that Keras removes."""
+            keeps two, so that a damaged newest backup still leaves one. The other workers of a cluster save the
+            same checkpoint to the temporary folder Keras gives them (and removes): under MultiWorkerMirroredStrategy
+            creating and saving each variable is a collective op, so every worker must do the same ones."""
             state = self._training_state  # tf_keras 2.x WorkerTrainingState
             checkpoint = tf.train.Checkpoint(
                 model=self.model, ckpt_saved_epoch=state._ckpt_saved_epoch, ckpt_saved_batch=state._ckpt_saved_batch,
@@ -183,6 +184,9 @@ def _backup_class():
                                                  max_to_keep=KEEP_BACKUPS)
             if state.write_checkpoint_manager is state.read_checkpoint_manager:
                 state.write_checkpoint_manager = manager
+            else:
+                state.write_checkpoint_manager = tf.train.CheckpointManager(
+                    checkpoint, state.write_checkpoint_manager.directory, max_to_keep=1)
             state.read_checkpoint_manager = manager
 
         def _restore_random_state(self):

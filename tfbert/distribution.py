@@ -15,9 +15,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -54,6 +56,29 @@ def tf_config_from_env(environ: Optional[dict] = None) -> dict:
     if not isinstance(config, dict):
         raise TfbertError("TF_CONFIG must be a JSON object with 'cluster' and 'task'")
     return config
+
+
+RUN_ID_VARIABLE = "TFBERT_RUN_ID"  # the job scripts in scripts/ set it to the scheduler's job id
+
+
+def job_run_id(environ: Optional[dict] = None) -> Optional[str]:
+    """The run folder name every worker of a cluster job agrees on (None outside a cluster), read from no clock:
+    ``job_`` and TFBERT_RUN_ID when set, else ``cluster_`` and a digest of TF_CONFIG's cluster. A restarted
+    worker, or the whole job requeued, finds the same folder and the chief's backups in it.
+
+    Example:
+        >>> job_run_id({"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:1"]}}', "TFBERT_RUN_ID": "4242.pbs"})
+        'job_4242.pbs'
+    """
+    environ = os.environ if environ is None else environ
+    tf_config = tf_config_from_env(environ)
+    if worker_count(tf_config) < 2:
+        return None
+    given = environ.get(RUN_ID_VARIABLE, "").strip()
+    if given:
+        return "job_" + re.sub(r"[^A-Za-z0-9._-]+", "_", given)
+    cluster = json.dumps(tf_config.get("cluster", {}), sort_keys=True)
+    return "cluster_" + hashlib.sha1(cluster.encode()).hexdigest()[:10]
 
 
 def worker_count(tf_config: dict) -> int:

@@ -69,6 +69,7 @@ class RunContext:
     strategy: Any
     pad_multiple: int
     scratch: Optional[Path] = None  # on a cluster's non-chief workers: where their copy of the run goes, then dropped
+    backed_up: Optional[Path] = None  # the run folder holding the backups: the chief's, on every worker
     report: Callable[[str], None] = print
     started: float = field(default_factory=time.time)
 
@@ -169,6 +170,7 @@ def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
     runs.set_status(run, "running")
     return RunContext(
         config=config, run=run, policy=policy, fused=fused, strategy=strategy, report=report, scratch=scratch,
+        backed_up=resume.cluster_run_dir(config, prepared.corpus) if scratch else run.path,
         export_policy=runtime.resolve_export_precision(settings.export_precision, policy),
         pad_multiple=settings.pad_to_multiple_of or (16 if settings.xla else DEFAULT_PAD_MULTIPLE),
     )
@@ -236,6 +238,7 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
         run_dir=context.run.path, patience=settings.patience, class_weight=class_weight, n_train=n_train,
         steps_per_epoch=steps_per_epoch, n_train_tokens=int(sum(len(ids) for ids in encoded["train"]["input_ids"])),
         verbose=verbose, progress_every=progress_every, examples_per_step=update_batch, save_every=settings.save_every,
+        backup_run_dir=context.backed_up,
     )
     # Peak memory before evaluation and export add their own.
     return Results(model=model, fitted=fitted, peak_rss_mib_training=runtime.peak_rss_mib())

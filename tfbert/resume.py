@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Optional
 
-from tfbert import runs
+from tfbert import distribution, runs
 from tfbert.config import TrainConfig
 from tfbert.errors import TfbertError
 
@@ -51,11 +51,16 @@ def resumed_config(config: TrainConfig, given: Optional[set[str]] = None) -> Tra
         >>> resumed_config(parse_train_args(["--resume", "output/d/m/20261123_101500"]), {"resume"})  # doctest: +SKIP
     """
     target = config.training.resume
-    if not target:
+    job = distribution.job_run_id()
+    job_folder = job_run_folder(config.training.output_dir) if job else None
+    if not target and job_folder is None:
         return config
     given = _changed_from_defaults(config) if given is None else set(given)
-    if target == "auto":
-        run_dir = newest_resumable_run(config)
+    if target in ("auto", None):  # None: a cluster job started again continues its own folder
+        run_dir = job_folder if job else newest_resumable_run(config)
+        if job_folder and runs.read_status(job_folder).get("status") == "finished":  # on every worker, before TF
+            raise TfbertError(f"{job_folder}: this cluster job's run is finished; set "
+                              f"{distribution.RUN_ID_VARIABLE} to another id for a new run")
         if run_dir is None:
             return dataclasses.replace(config, training=dataclasses.replace(config.training, resume=None))
     else:
@@ -87,6 +92,22 @@ def resumable_folder(path: str | Path) -> Path:
         raise TfbertError(f"--resume {path}: that run is still running (pid {status.get('pid')} on "
                           f"{status.get('host')}); stop it first")
     return run_dir
+
+
+def job_run_folder(output_dir: str | Path) -> Optional[Path]:
+    """The run folder of this cluster job (:func:`tfbert.distribution.job_run_id`) if an earlier start of it
+    wrote its config.json, else None. Whatever its status: the job id names one run."""
+    found = sorted(path.parent for path in Path(output_dir).glob(f"*/*/{distribution.job_run_id()}/config.json"))
+    return found[0] if found else None
+
+
+def cluster_run_dir(config: TrainConfig, corpus) -> Path:
+    """The chief's run folder as the other workers of a cluster job name it (they read its backups): the folder
+    resumed, else the job's."""
+    if config.training.resume:
+        return Path(config.training.resume)
+    return (Path(config.training.output_dir) / runs.safe_name(corpus.name) / runs.safe_name(config.model.model_name)
+            / distribution.job_run_id())
 
 
 def newest_resumable_run(config: TrainConfig) -> Optional[Path]:
@@ -134,7 +155,8 @@ def open_or_create_run(config: TrainConfig, corpus) -> runs.Run:
     """
     settings = config.training
     if not settings.resume:
-        return runs.create_run(settings.output_dir, settings.plots_dir, corpus.name, config.model.model_name)
+        return runs.create_run(settings.output_dir, settings.plots_dir, corpus.name, config.model.model_name,
+                               fixed_id=distribution.job_run_id())
     run_dir = Path(settings.resume)
     recorded = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("data", {}).get("fingerprint")
     if recorded and recorded != corpus.fingerprint:

@@ -77,16 +77,17 @@ def safe_name(name: str) -> str:
 
 
 def create_run(output_dir: str | Path, plots_dir: str | Path, dataset: str, model: str,
-               now: Optional[_dt.datetime] = None) -> Run:
-    """Create a new, empty run folder (and its plots folder); an existing one is never reused."""
+               now: Optional[_dt.datetime] = None, fixed_id: Optional[str] = None) -> Run:
+    """Create a new, empty run folder (and its plots folder); an existing one is never reused, except the folder
+    ``fixed_id`` names (a cluster job's: the job started again before it wrote its config.json)."""
     now = now or _dt.datetime.now()
     relative = Path(safe_name(dataset)) / safe_name(model)
     stamp = now.strftime("%Y%m%d_%H%M%S")
-    for attempt in range(100):
-        run_id = stamp if attempt == 0 else f"{stamp}_{attempt}"
+    for attempt in range(1 if fixed_id else 100):
+        run_id = fixed_id or (stamp if attempt == 0 else f"{stamp}_{attempt}")
         path = Path(output_dir) / relative / run_id
         try:
-            path.mkdir(parents=True, exist_ok=False)
+            path.mkdir(parents=True, exist_ok=bool(fixed_id))
         except FileExistsError:
             continue
         except OSError as error:

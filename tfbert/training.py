@@ -318,6 +318,7 @@ def fit(
     progress_every: int = 0,
     examples_per_step: int = 0,
     save_every: int = 0,
+    backup_run_dir: Optional[Path] = None,
 ) -> FitResult:
     """Train with validation macro-F1 monitoring, best checkpoint, early stopping, CSV and TensorBoard logs, and
     backups of the training state (every ``save_every`` steps, at epoch ends and on SIGTERM/SIGINT, which raise
@@ -325,7 +326,8 @@ def fit(
 
     ``verbose`` as Keras' (1: a bar for terminals, 2: a line per epoch); ``progress_every`` > 0 adds a log
     line every that many steps (:func:`step_progress`). At the end the model holds the weights of the best
-    epoch by validation macro-F1.
+    epoch by validation macro-F1. Backups go under ``backup_run_dir`` (default ``run_dir``): on a cluster, the
+    chief's run folder, which Keras' BackupAndRestore reads on every worker and only the chief writes to.
     """
     import time
 
@@ -336,7 +338,8 @@ def fit(
     # TensorFlow's checkpoint format: unlike .h5, it restores under MirroredStrategy.
     checkpoint = run_dir / CHECKPOINT_DIR / "best"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    restored = read_backup(run_dir / CHECKPOINT_DIR / BACKUP_DIR)
+    backups = (backup_run_dir or run_dir) / CHECKPOINT_DIR / BACKUP_DIR
+    restored = read_backup(backups)
     if restored:
         # Keras restores the epoch and step but starts a new iterator over the data: skipping the batches
         # already trained on continues the seeded stream (shuffle, buckets, repeat) where it stopped.
@@ -360,7 +363,7 @@ def fit(
     callbacks += [keeper] if keeper else []
     callbacks += [early] if early else []
     stop = StopRequest()
-    backup = training_backup(run_dir / CHECKPOINT_DIR / BACKUP_DIR, steps_per_epoch, stop, save_every, early, best)
+    backup = training_backup(backups, steps_per_epoch, stop, save_every, early, best)
     callbacks.append(backup)  # last: see training_backup
     started = time.perf_counter()
     if restored and restored.training_done(steps_per_epoch, epochs):
