@@ -37,9 +37,9 @@ SCRIPT = textwrap.dedent(
         model.compile(optimizer=training.make_optimizer(model, 3e-3, 0.01, 1, 8),
                       loss=training.classification_loss, metrics=["accuracy"])
     result = training.fit(
-        model, training_dataset(encoded, tokenizer, batch_size=8, seed=0), epochs=2,
+        model, training_dataset(encoded, tokenizer, batch_size=8, seed=0, repeat=True), epochs=2,
         evaluate_validation=lambda: {"loss": 1.0, "accuracy": 0.5, "macro_f1": 0.5, "weighted_f1": 0.5},
-        run_dir=run_dir, patience=0, n_train=len(encoded), verbose=0)
+        run_dir=run_dir, patience=0, n_train=len(encoded), steps_per_epoch=len(encoded) // 8, verbose=0)
     probabilities = predict_probabilities(model, encoded, tokenizer, batch_size=8)
     print(json.dumps({
         "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
