@@ -97,3 +97,14 @@ def test_infer_and_serve_flags_collect_every_problem():
         assert named in str(error.value), named
     with pytest.raises(TfbertError, match="--port"):
         parse_serve_args(["--port", "70000"])
+
+
+def test_an_unknown_argument_is_argparses_one_line_error_not_a_traceback(capsys):
+    from tfbert.cli import parse_serve_args
+
+    for parse in (parse_train_args, parse_serve_args):
+        with pytest.raises(SystemExit) as stopped:
+            parse(["--port_number", "8501"] if parse is parse_serve_args else ["--learning_rate", "3e-5", "&"])
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "unrecognized arguments:" in error and ("--port_number" in error or "--learning_rate 3e-5 &" in error)

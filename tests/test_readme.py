@@ -83,8 +83,12 @@ class Shell:
         self.port = _free_port()
         self.server: subprocess.Popen | None = None
 
+    @staticmethod
+    def in_background(line: str) -> bool:
+        return shlex.split(line, comments=True)[-1] == "&"
+
     def argv(self, line: str) -> list[str]:
-        words = shlex.split(line.rstrip("&").strip(), comments=True)
+        words = [word for word in shlex.split(line, comments=True) if word != "&"]
         words = [w.replace("8501", str(self.port)) for w in words]
         words = [EXAMPLE_RUN.sub(str(self.newest_run()), w) if EXAMPLE_RUN.search(w) else w for w in words]
         if words[0] == "python":
@@ -100,7 +104,7 @@ class Shell:
         return max(runs, key=lambda p: p.name).relative_to(self.cwd)
 
     def run(self, line: str) -> subprocess.CompletedProcess:
-        if line.rstrip().endswith("&"):
+        if self.in_background(line):
             self.start_server(self.argv(line))
             return subprocess.CompletedProcess(line, 0, "", "")
         done = subprocess.run(self.argv(line), cwd=self.cwd, capture_output=True, text=True, timeout=600,

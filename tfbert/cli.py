@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from tfbert.command_configs import (EvaluateConfig, InferConfig, ServeConfig, validate_evaluate, validate_infer,
                                     validate_serve)
+from tfbert.config import parse_sections
 from tfbert.errors import TfbertError
 
 # Loggers that speak at INFO about themselves ("TensorFlow version 2.x available.") rather than about the run.
@@ -55,7 +56,7 @@ def parse_infer_args(argv: Optional[list[str]] = None) -> InferConfig:
     helps = {field.name: field.metadata["help"] for field in dataclasses.fields(InferConfig)}
     parser.add_argument("texts", nargs="*", default=[], help=helps["texts"])
     parser.add_argument("--text_pair", action="append", default=[], metavar="TEXT", help=helps["text_pair"])
-    config, extra = parser.parse_args_into_dataclasses(args=argv)
+    config, extra = parse_sections(parser, argv)
     config.texts, config.text_pair = list(extra.texts), list(extra.text_pair)
     validate_infer(config)
     return config
@@ -69,7 +70,7 @@ def parse_serve_args(argv: Optional[list[str]] = None) -> ServeConfig:
         9000
     """
     parser = _parser(ServeConfig, "serve.py", "Serve a run's SavedModel over TF Serving's REST API.")
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    (config,) = parse_sections(parser, argv)
     validate_serve(config)
     return config
 
@@ -83,7 +84,7 @@ def parse_evaluate_args(argv: Optional[list[str]] = None) -> EvaluateConfig:
     """
     parser = _parser(EvaluateConfig, "evaluate.py", "Score a trained model on labelled data: metrics, per-class "
                      "report, confusion matrix, errors and predictions in an evaluation folder.")
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    (config,) = parse_sections(parser, argv)
     validate_evaluate(config)
     return config
 

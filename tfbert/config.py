@@ -265,10 +265,19 @@ def build_parser(prog: str = "train.py", description: str = TRAIN_DESCRIPTION):
     return HfArgumentParser(tuple(_SECTIONS.values()), prog=prog, description=description)
 
 
+def parse_sections(parser, argv: Optional[list[str]] = None) -> list:
+    """The dataclasses (and any extra namespace) of an HfArgumentParser; an unknown argument ends as argparse's
+    own errors do (usage, one line, exit 2) instead of HfArgumentParser's ValueError traceback."""
+    *sections, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if remaining:
+        parser.error(f"unrecognized arguments: {' '.join(remaining)}")
+    return sections
+
+
 def parse_train_args(argv: Optional[list[str]] = None, prog: str = "train.py",
                      description: str = TRAIN_DESCRIPTION) -> TrainConfig:
     """Parse train.py's command line into a validated :class:`TrainConfig`."""
-    sections = build_parser(prog, description).parse_args_into_dataclasses(args=argv)
+    sections = parse_sections(build_parser(prog, description), argv)
     config = TrainConfig(*sections)
     validate(config)
     return config

@@ -28,7 +28,7 @@ import numpy as np
 
 from tfbert import runs
 from tfbert.config import (DEFAULT_DATASET, TRAIN_DESCRIPTION, DataConfig, ModelConfig, TrainConfig,
-                           TrainingConfig, build_parser, validate)
+                           TrainingConfig, build_parser, parse_sections, validate)
 from tfbert.errors import TfbertError
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def parse_train_command(argv: Optional[list[str]] = None) -> tuple[TrainConfig, 
     parser = build_parser("train.py", TRAIN_DESCRIPTION)
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2", help=SWEEP_HELP)
     parser.add_argument("--seeds", default=None, metavar="S1,S2", help=SEEDS_HELP)
-    data, model, training, extra = parser.parse_args_into_dataclasses(args=argv)
+    data, model, training, extra = parse_sections(parser, argv)
     config = TrainConfig(data, model, training)
     validate(config)
     plan = parse_sweep(extra.sweep, extra.seeds, training.seed)
