@@ -293,7 +293,17 @@ def write_sweep_files(folder: Path, record: dict) -> None:
 
 
 def _pm(summary: dict) -> str:
+    """The mean, with ± sd only when there is a spread to show (one seed has none)."""
+    if len(summary["values"]) < 2:
+        return f"{summary['mean']:.4f}"
     return f"{summary['mean']:.4f} ± {summary['std']:.4f}"
+
+
+def _pm_html(summary: dict) -> str:
+    from tfbert.html_report import format_metric
+
+    spread = f" ± {format_metric(summary['std'])}" if len(summary["values"]) > 1 else ""
+    return format_metric(summary["mean"]) + spread
 
 
 def sweep_markdown(record: dict) -> str:
@@ -356,8 +366,8 @@ def write_sweep_html(sweep: runs.Run, record: dict) -> Path:
     chosen = record["chosen"]
     rows = [[escape(describe(point["setting"]) or "base settings") + (" (chosen)" if point["runs"] == chosen["runs"]
                                                                       else ""),
-             *(f"{format_metric(point['validation'][key]['mean'])} ± {format_metric(point['validation'][key]['std'])}"
-               for key in ("macro_f1", "accuracy")), str(len(point["runs"]))] for point in record["points"]]
+             *(_pm_html(point["validation"][key]) for key in ("macro_f1", "accuracy")), str(len(point["runs"]))]
+            for point in record["points"]]
     table = ("<h2>Points (validation, mean ± sd over seeds)</h2>"
              + html_table(["setting", "macro F1", "accuracy", "runs"], rows, (0,)))
     run_dir = Path(chosen["runs"][0])
