@@ -89,8 +89,8 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
         "",
         "- `model/`: save_pretrained folder (tf_model.h5, config, tokenizer) — `python infer.py --model "
         f"{run.path}`",
-        f"- `{os.path.relpath(saved_model, run.path)}/`: SavedModel for TF Serving (base path "
-        f"`{run.saved_model_base}`)",
+        *([f"- `{os.path.relpath(saved_model, run.path)}/`: SavedModel for TF Serving (base path "
+           f"`{run.saved_model_base}`)"] if saved_model else []),
         *([_compact_line(metrics["compact"], run)] if "mib" in metrics.get("compact", {}) else []),
         "- `config.json` (every setting, versions, data fingerprint), `log.csv`, `metrics.json`, "
         "`classification_report.txt`, `errors.jsonl`, `predictions_*.jsonl`, `tensorboard/`",
