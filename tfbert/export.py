@@ -125,7 +125,6 @@ def model_forward(model, uses_token_types: bool, weights_in_graph: bool = True):
     ready, against 1.3 GB and 10 s with variables).
     """
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     ids_spec = tf.TensorSpec([None, None], tf.int64)
 
@@ -139,7 +138,17 @@ def model_forward(model, uses_token_types: bool, weights_in_graph: bool = True):
 
     with _remapper_safe_layer_norms(model):  # also with variables: the FusedBatchNormV3 pattern needs no constants
         traced = forward.get_concrete_function()
-    weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.size for w in model.weights)
+    return freeze_weights(traced, model.weights, weights_in_graph)
+
+
+def freeze_weights(traced, weights, weights_in_graph: bool = True):
+    """``traced`` with the variables it reads turned into graph constants, and True; or ``traced`` itself and
+    False when not asked for or when ``weights`` are over :data:`MAX_WEIGHTS_IN_GRAPH` (one copy either way)."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    # Keras 3 variables name their dtype as a string, tf.Variables as a tf.DType.
+    weight_bytes = sum(int(np.prod(w.shape)) * np.dtype(getattr(w.dtype, "as_numpy_dtype", w.dtype)).itemsize
+                       for w in weights)
     if not weights_in_graph or weight_bytes > MAX_WEIGHTS_IN_GRAPH:
         return traced, False
     return convert_variables_to_constants_v2(traced), True
@@ -197,7 +206,7 @@ def _classifier_class():
 
 
 def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length: int, base_dir: str | Path,
-                       truncation: str = "head", weights_in_graph: bool = True) -> Path:
+                       truncation: str = "head", weights_in_graph: bool = True, forward=model_forward) -> Path:
     """Write the next numbered version under ``base_dir`` atomically and return its folder.
 
     The version is written to a hidden folder in ``base_dir`` and renamed into place, so TF Serving
@@ -212,6 +221,9 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         truncation: head, tail or head_tail, as in training.
         weights_in_graph: store the weights as graph constants (faster requests, more server memory: see
             :func:`model_forward`), else as variables.
+        forward: ``forward(model, uses_token_types, weights_in_graph) -> (concrete function, weights_in_graph)``,
+            the model's float32 logits from int64 ids: :func:`model_forward` for transformers' classes,
+            tfbert.export_keras.keras_forward for a Keras 3 model.
 
     Example:
         >>> export_saved_model(model, tokenizer, id2label={0: "neg", 1: "pos"}, max_length=128,
@@ -240,8 +252,8 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         exact, reason = in_graph_tokenization(tokenizer, truncation)
         encoder = text_encoder(tokenizer, max_length, truncation, staging / ".vocab") if exact else None
         uses_token_types = "token_type_ids" in tokenizer.model_input_names
-        forward, weights_in_graph = model_forward(model, uses_token_types, weights_in_graph)
-        module = _classifier_class()(forward, encoder, labels, model=None if weights_in_graph else model)
+        traced, weights_in_graph = forward(model, uses_token_types, weights_in_graph)
+        module = _classifier_class()(traced, encoder, labels, model=None if weights_in_graph else model)
         ids_spec = tf.TensorSpec([None, None], tf.int64)
 
         @tf.function(input_signature=[ids_spec, ids_spec, ids_spec])

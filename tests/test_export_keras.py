@@ -1,0 +1,145 @@
+"""The Keras 3 classifier's exports: SavedModel (signatures, parity, one copy of the weights, TF Serving layout),
+predictors on a Keras 3 model folder, and the compact TFLite export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import VOCAB
+from test_keras_backend import tiny_transformers_classifier, write_hub_checkpoint
+
+import tfbert  # noqa: F401  (process setup before TensorFlow loads)
+
+LABELS = {0: "neg", 1: "neu", 2: "pos"}
+TEXTS = ["the product is great", "awful , broken and bad", "okay i guess", "hello world 商品 最高"]
+
+
+def keras_checkpoint(family: str, folder: Path) -> Path:
+    """A tiny random ``family`` checkpoint (vocabulary of the tests' WordPiece tokenizer) with that tokenizer."""
+    from transformers import BertTokenizerFast
+
+    import test_keras_backend
+
+    sizes = dict(test_keras_backend.SIZES, vocab_size=len(VOCAB), max_position_embeddings=64)
+    original, test_keras_backend.SIZES = test_keras_backend.SIZES, sizes
+    try:
+        model = tiny_transformers_classifier(family)
+    finally:
+        test_keras_backend.SIZES = original
+    write_hub_checkpoint(model, folder)
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def keras_models(tmp_path_factory) -> dict:
+    """family -> (Keras 3 classifier, its tokenizer, checkpoint folder)."""
+    from transformers import AutoTokenizer
+
+    from tfbert.keras_backend import build_classifier
+
+    root = tmp_path_factory.mktemp("keras_checkpoints")
+    result = {}
+    for family in ("bert", "roberta"):
+        folder = keras_checkpoint(family, root / family)
+        result[family] = (build_classifier(folder, list(LABELS.values())), AutoTokenizer.from_pretrained(folder), folder)
+    return result
+
+
+def keras_probabilities(model, tokenizer, texts, max_length=16, pairs=None) -> np.ndarray:
+    import tensorflow as tf
+
+    from tfbert.export_keras import model_input_names
+
+    encoded = tokenizer(texts, pairs, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    inputs = {name: encoded[name].astype(np.int32) for name in model_input_names(model)}
+    return tf.nn.softmax(np.asarray(model(inputs, training=False))).numpy(), encoded
+
+
+def variable_bytes(model) -> int:
+    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+
+
+def graph_constant_bytes(version: Path) -> int:
+    """Bytes of the float constants in saved_model.pb's graph and functions (the frozen weights)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((version / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
+    return sum(len(node.attr["value"].tensor.tensor_content) + 4 * len(node.attr["value"].tensor.float_val)
+               for node in nodes if node.op == "Const" and node.attr["dtype"].type == 1)  # DT_FLOAT
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_saved_model_matches_the_keras_model(keras_models, family, tmp_path):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+
+    from tfbert.export_keras import export_saved_model_keras
+    from tfbert.runs import folder_bytes
+
+    model, tokenizer, _ = keras_models[family]
+    version = export_saved_model_keras(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path)
+    assert version == tmp_path / "1"
+    loaded = tf.saved_model.load(str(version))
+    assert sorted(loaded.signatures) == ["predict_ids", "predict_text_pair", "serving_default"]
+    expected, encoded = keras_probabilities(model, tokenizer, TEXTS)
+    by_text = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
+    np.testing.assert_allclose(by_text["probabilities"].numpy(), expected, atol=2e-6)
+    assert [label.decode() for label in by_text["label"].numpy()] == [LABELS[i] for i in expected.argmax(1)]
+    feeds = {key: tf.constant(encoded[key], tf.int64) for key in ("input_ids", "attention_mask", "token_type_ids")}
+    by_ids = loaded.signatures["predict_ids"](**feeds)
+    np.testing.assert_allclose(by_ids["probabilities"].numpy(), expected, atol=2e-6)
+    pairs = ["good", "bad bad"] * 2
+    expected_pairs, _ = keras_probabilities(model, tokenizer, TEXTS, pairs=pairs)
+    by_pair = loaded.signatures["predict_text_pair"](text=tf.constant(TEXTS), text_pair=tf.constant(pairs))
+    np.testing.assert_allclose(by_pair["probabilities"].numpy(), expected_pairs, atol=2e-6)
+    # One copy of the weights, in the graph (the rest of the folder: signatures, vocabulary, tokenizer files).
+    weights = variable_bytes(model)
+    assert weights <= graph_constant_bytes(version) < 1.1 * weights
+    assert folder_bytes(version / "variables") < 0.1 * weights  # no variable copy beside them
+    metadata = json.loads((version / "assets.extra" / "tfbert" / "metadata.json").read_text())
+    assert metadata["labels"] == list(LABELS.values()) and metadata["weights"] == "graph constants"
+    assert (version / "assets.extra" / "tf_serving_warmup_requests").is_file()
+
+
+@pytest.mark.slow
+def test_versions_variables_and_saved_model_cli(keras_models, tmp_path):
+    import tensorflow as tf
+
+    from tfbert.export_keras import export_saved_model_keras
+
+    model, tokenizer, _ = keras_models["bert"]
+    export_saved_model_keras(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path)
+    second = export_saved_model_keras(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path,
+                                      weights_in_graph=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]  # a new version, never an overwrite
+    loaded = tf.saved_model.load(str(second))
+    expected, _ = keras_probabilities(model, tokenizer, TEXTS)
+    np.testing.assert_allclose(loaded.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"],
+                               expected, atol=2e-6)
+    stored = tf.train.list_variables(str(second / "variables" / "variables"))
+    float_bytes = sum(4 * int(np.prod(shape)) for name, shape in stored if "VARIABLE_VALUE" in name)
+    assert variable_bytes(model) <= float_bytes < 1.01 * variable_bytes(model)  # each variable once
+    shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir",
+                            str(second), "--all"], capture_output=True, text=True, check=True).stdout
+    for name in ("serving_default", "predict_text_pair", "predict_ids", "probabilities", "label_names"):
+        assert name in shown
+
+
+def test_max_length_beyond_the_positions_is_refused(keras_models, tmp_path):
+    from tfbert.errors import TfbertError
+    from tfbert.export_keras import export_saved_model_keras
+
+    model, tokenizer, _ = keras_models["bert"]
+    with pytest.raises(TfbertError, match="--max_length 65: the model has only 64 positions"):
+        export_saved_model_keras(model, tokenizer, id2label=LABELS, max_length=65, base_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
