@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -133,7 +135,7 @@ def test_run_folder_is_the_same_shape(keras_run):
     for name in ("config.json", "log.csv", "metrics.json", "classification_report.txt", "errors.jsonl", "report.md",
                  "report.html", "splits.json", "status.json", "predictions_test.jsonl", "predictions_validation.jsonl",
                  "model/config.json", "model/keras_classifier.json", "model/model.weights.h5", "model/tokenizer.json",
-                 "model/vocab.txt", "model/tfbert.json", "checkpoints/best.weights.h5"):
+                 "model/vocab.txt", "model/tfbert.json", "checkpoints/best.weights.h5", "saved_model/1/saved_model.pb"):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
@@ -205,6 +207,16 @@ def test_the_best_epoch_is_restored_and_saved(keras_run):
     encoded = tokenize(corpus.splits, tokenizer, config.data.max_length, config.data.truncation, None)
     again = split_metrics(saved, encoded["validation"], tokenizer, LABELS)
     assert again["macro_f1"] == pytest.approx(max(scores), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_the_saved_model_answers_as_the_run_did(keras_run):
+    from tfbert.predictors import SavedModelPredictor
+
+    run, rows = keras_run["run"], keras_run["rows"]
+    predictions = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
+    probabilities = SavedModelPredictor(run / "saved_model").predict([rows[p["row_id"]]["text"] for p in predictions])
+    np.testing.assert_allclose(probabilities, [p["probabilities"] for p in predictions], atol=1e-5)
 
 
 # --- the optimizer's accumulation, and replicas ----------------------------------------------------------------
@@ -322,3 +334,27 @@ def test_train_py_refuses_an_uncovered_family_in_one_line(tmp_path):
     assert completed.returncode == 2
     message = [line for line in completed.stderr.splitlines() if "--backend keras" in line]
     assert len(message) == 1 and "electra: no keras-hub converter" in message[0] and "Traceback" not in completed.stderr
+
+
+@pytest.mark.slow
+def test_bench_passes_the_backend_through(bert_dir, tmp_path):
+    rows = make_rows(120)
+    write_jsonl(tmp_path / "train.jsonl", rows[:90])
+    write_jsonl(tmp_path / "test.jsonl", rows[90:])
+    completed = subprocess.run(
+        [sys.executable, "-m", "tfbert.bench", "--train_file", "train.jsonl", "--test_file", "test.jsonl",
+         "--model_name", str(bert_dir), "--backend", "keras", "--epochs", "1", "--lr", "3e-3", "--batch_size", "16",
+         "--max_length", "32", "--precision", "float32", "--cache_dir", "off"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    run = Path(report["run_dir"])
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert report["backend"] == "keras"
+        assert report["test_macro_f1"] == pytest.approx(metrics["test"]["macro_f1"], abs=1e-4)
+        assert report["saved_model_test_macro_f1"] == pytest.approx(report["test_macro_f1"], abs=1e-4)
+        assert report["train_samples_per_s_after_first_step"] > 0
+        assert "compact_error" in report or "compact_mib" in report
+    finally:
+        shutil.rmtree(run.parents[3], ignore_errors=True)  # the bench's own temporary folder

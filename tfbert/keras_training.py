@@ -103,7 +103,7 @@ def fit_model(model, train_data, *, epochs: int, steps_per_epoch: int, evaluate_
     callbacks.append(logs)  # last: it keeps what every other callback added
     started = time.perf_counter()
     model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-              class_weight=class_weight, verbose=verbose)
+              class_weight=class_weight, verbose=verbose, shuffle=False)  # tf.data shuffles, seeded
     seconds = time.perf_counter() - started
     model.load_weights(str(best_path))
     return fit_callbacks.fit_result(logs.epoch_logs, timer, seconds, n_train, n_train_tokens)
