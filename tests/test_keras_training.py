@@ -310,18 +310,37 @@ def test_mirrored_over_two_cpus_equals_one_replica(bert_dir):
 
 @pytest.mark.slow
 def test_train_py_with_backend_keras(bert_dir, tmp_path):
+    """The flags the Keras 3 path honours, together: accumulation, class weights, a frozen encoder with an MLP
+    head, bfloat16 mixed precision."""
     write_jsonl(tmp_path / "reviews.jsonl", make_rows(90))
     completed = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--train_file", "reviews.jsonl", "--model_name", str(bert_dir),
-         "--backend", "keras", "--epochs", "2", "--grad_accum_steps", "2", "--class_weight", "balanced", *TINY,
-         "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+         "--backend", "keras", *TINY, "--epochs", "2", "--grad_accum_steps", "2", "--class_weight", "balanced",
+         "--freeze_encoder", "--head_hidden_size", "8", "--precision", "bfloat16", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads(completed.stdout.splitlines()[-1])
     run = Path(tmp_path / summary["run_dir"])
-    assert json.loads((run / "config.json").read_text())["resolved"]["backend"] == "keras"
+    resolved = json.loads((run / "config.json").read_text())["resolved"]
+    assert (resolved["backend"], resolved["precision_policy"]) == ("keras", "mixed_bfloat16")
     with open(run / "log.csv") as f:
         assert len(list(csv.DictReader(f))) == 2
     assert (run / "model" / "model.weights.h5").is_file() and not (run / "checkpoints").exists()
+    head = json.loads((run / "model" / "keras_classifier.json").read_text())
+    assert (head["freeze_encoder"], head["head_hidden_size"]) == (True, 8)
+    assert json.loads((run / "model" / "tfbert.json").read_text())["head_hidden_size"] == 8
+    # Frozen: the encoder's weights are the checkpoint's, bit for bit; the head's are new.
+    from tfbert.keras_backend import build_classifier, load
+
+    trained, start = load(run / "model"), build_classifier(bert_dir, LABELS, freeze_encoder=True, head_hidden_size=8)
+    def backbone(model):
+        return max(model.layers, key=lambda layer: len(layer.weights))
+
+    assert len(backbone(trained).weights) > 20
+    for a, b in zip(backbone(trained).weights, backbone(start).weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(trained.get_layer("head_hidden").kernel),
+                              np.asarray(start.get_layer("head_hidden").kernel))
 
 
 @pytest.mark.slow
