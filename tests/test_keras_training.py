@@ -377,3 +377,23 @@ def test_bench_passes_the_backend_through(bert_dir, tmp_path):
         assert "compact_error" in report or "compact_mib" in report
     finally:
         shutil.rmtree(run.parents[3], ignore_errors=True)  # the bench's own temporary folder
+
+
+@pytest.mark.slow
+def test_train_py_on_jax(bert_dir, tmp_path):
+    """Keras 3 on JAX trains; the SavedModel, traced by Keras 3 on TensorFlow from the same weights, answers alike."""
+    pytest.importorskip("jax")
+    from tfbert.predictors import SavedModelPredictor
+
+    rows = make_rows(90)
+    write_jsonl(tmp_path / "reviews.jsonl", rows)
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--train_file", "reviews.jsonl", "--model_name", str(bert_dir),
+         "--backend", "keras", "--keras_backend", "jax", *TINY, "--epochs", "1", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    run = tmp_path / json.loads(completed.stdout.splitlines()[-1])["run_dir"]
+    assert json.loads((run / "config.json").read_text())["settings"]["model"]["keras_backend"] == "jax"
+    predictions = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
+    probabilities = SavedModelPredictor(run / "saved_model").predict([rows[p["row_id"]]["text"] for p in predictions])
+    np.testing.assert_allclose(probabilities, [p["probabilities"] for p in predictions], atol=1e-5)

@@ -124,6 +124,8 @@ def keras_problems(config) -> list[str]:
          f"--strategy {training.strategy} is not wired for --backend keras; use auto, default or mirrored"),
         (training.export_tflite and not compact_export_available(),
          "--export_tflite is not available with --backend keras yet; drop it or use --backend transformers"),
+        (model.keras_backend == "jax" and training.strategy not in ("auto", "default"),
+         f"--keras_backend jax trains on one device; --strategy {training.strategy} needs --keras_backend tensorflow"),
         (model.keras_backend == "jax" and importlib.util.find_spec("jax") is None,
          "--keras_backend jax: JAX is not installed (pip install jax), or use --keras_backend tensorflow"),
     ]

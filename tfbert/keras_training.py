@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 import time
@@ -121,6 +122,8 @@ def fit(context, prepared):
     from tfbert.evaluation import split_metrics
 
     settings, model_settings, encoded = context.config.training, context.config.model, prepared.encoded
+    if keras.backend.backend() == "jax" and context.strategy.num_replicas_in_sync > 1:
+        raise TfbertError("--keras_backend jax trains on one device here; use --strategy default")
     keras.mixed_precision.set_global_policy(context.policy)
     keras.utils.set_random_seed(settings.seed)  # Keras 3's own seed generator: head initialisers, dropout
     accumulation = settings.grad_accum_steps
@@ -131,7 +134,8 @@ def fit(context, prepared):
         prepared.checkpoint, prepared.label_names, strategy=context.strategy, lr=settings.lr,
         weight_decay=settings.weight_decay, warmup_steps=int(settings.warmup_ratio * total_updates),
         total_updates=total_updates, accumulation_steps=accumulation, freeze_encoder=model_settings.freeze_encoder,
-        head_hidden_size=model_settings.head_hidden_size, jit_compile=settings.xla)
+        head_hidden_size=model_settings.head_hidden_size,
+        jit_compile=settings.xla or keras.backend.backend() == "jax")  # un-jitted JAX runs op by op
     # Batches of --batch_size; the optimizer sums --grad_accum_steps of them into one update.
     train_data = training_dataset(encoded["train"], prepared.tokenizer, settings.batch_size, settings.seed,
                                   pad_multiple=context.pad_multiple, repeat=True)
@@ -172,24 +176,64 @@ def export(context, prepared, results) -> tuple[Optional[Path], Optional[dict]]:
 
     from tfbert import keras_backend
 
-    run, data, settings = context.run, context.config.data, context.config.training
+    run, settings = context.run, context.config.training
     staging = run.path / "model.partial"
     keras_backend.save(results.model, staging)
     prepared.tokenizer.save_pretrained(staging)
     model_settings_of(context, prepared).write(staging)
     staging.rename(run.model_dir)
-    try:
-        from tfbert.export_keras import export_saved_model_keras
-    except ImportError:
+    if importlib.util.find_spec("tfbert.export_keras") is None:
         logger.warning("no SavedModel: this tfbert has no Keras 3 export (tfbert.export_keras)")
         return None, None
-    # Built afresh from the saved folder in the export's precision, as the transformers path does.
-    keras.mixed_precision.set_global_policy(context.export_policy)
-    serving_model = keras_backend.load(run.model_dir)
-    saved_model = export_saved_model_keras(
-        serving_model, prepared.tokenizer, id2label=dict(enumerate(prepared.label_names)),
-        max_length=data.max_length, base_dir=run.saved_model_base, truncation=data.truncation,
-        weights_in_graph=settings.export_weights == "constants")
+    weights_in_graph = settings.export_weights == "constants"
+    if keras.backend.backend() == "tensorflow":
+        saved_model = export_folder(run.model_dir, run.saved_model_base, context.export_policy, weights_in_graph)
+    else:  # the SavedModel traces the model in TensorFlow: Keras 3 on TensorFlow reads the same weights file
+        saved_model = _export_in_tensorflow(run.model_dir, run.saved_model_base, context.export_policy,
+                                            weights_in_graph)
     if settings.export_tflite:  # validation refuses it unless the compact export takes Keras 3 models
         raise TfbertError("--export_tflite is not available with --backend keras yet")
     return saved_model, None
+
+
+def export_folder(model_dir: Path, base_dir: Path, policy: str = "float32", weights_in_graph: bool = True) -> Path:
+    """The next SavedModel version under ``base_dir`` from a Keras 3 model folder (model/ of a run), rebuilt afresh
+    in the export's precision ``policy`` as the transformers path does.
+
+    Example:
+        >>> export_folder(Path("run/model"), Path("run/saved_model"))  # doctest: +SKIP
+        PosixPath('run/saved_model/1')
+    """
+    import keras
+
+    from tfbert import keras_backend
+    from tfbert.export_keras import export_saved_model_keras
+    from tfbert.model_settings import ModelSettings
+    from tfbert.modeling import load_tokenizer
+
+    settings = ModelSettings.read(model_dir)
+    keras.mixed_precision.set_global_policy(policy)
+    model = keras_backend.load(model_dir)
+    return export_saved_model_keras(
+        model, load_tokenizer(Path(model_dir), settings.word_tokenizer), id2label=dict(enumerate(settings.labels)),
+        max_length=settings.max_length, base_dir=base_dir, truncation=settings.truncation,
+        weights_in_graph=weights_in_graph)
+
+
+def _export_in_tensorflow(model_dir: Path, base_dir: Path, policy: str, weights_in_graph: bool) -> Path:
+    """:func:`export_folder` in a child process whose Keras 3 runs on TensorFlow (this one's runs on JAX)."""
+    import json
+    import os
+    import subprocess
+
+    code = ("import json, sys; import tfbert; from tfbert.keras_training import export_folder; "
+            "print(export_folder(*json.loads(sys.argv[1])))")
+    arguments = json.dumps([str(model_dir), str(base_dir), policy, weights_in_graph])
+    completed = subprocess.run([sys.executable, "-c", code, arguments], capture_output=True, text=True,
+                               env=dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=os.pathsep.join(
+                                   filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                 os.environ.get("PYTHONPATH")]))))
+    if completed.returncode != 0:
+        raise TfbertError(f"the SavedModel export (Keras 3 on TensorFlow, in a child process) failed: "
+                          f"{(completed.stderr.strip().splitlines() or ['no message'])[-1][:300]}")
+    return Path(completed.stdout.strip().splitlines()[-1])
