@@ -143,3 +143,48 @@ def test_max_length_beyond_the_positions_is_refused(keras_models, tmp_path):
     with pytest.raises(TfbertError, match="--max_length 65: the model has only 64 positions"):
         export_saved_model_keras(model, tokenizer, id2label=LABELS, max_length=65, base_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "albert"])
+def test_serving_rewrites_compute_the_same_logits(family, tmp_path):
+    import tensorflow as tf
+    from test_keras_backend import LABELS as NAMES
+    from test_keras_backend import sample_batch
+
+    from tfbert.keras_backend import build_classifier
+    from tfbert.keras_serving import serving_rewrites
+
+    model = build_classifier(write_hub_checkpoint(tiny_transformers_classifier(family), tmp_path), NAMES)
+    batch = {k: v.astype(np.int32) for k, v in sample_batch(family in ("bert", "albert")).items()}
+    expected = np.asarray(model(batch, training=False))
+    def batch_matmuls(graph) -> int:
+        return sum(op.type == "BatchMatMulV2" for op in graph.get_operations())
+
+    forward = tf.function(lambda inputs: model(inputs, training=False))
+    # Keras runs EinsumDense as BatchMatMulV2 between reshapes (BERT: 4 projections + 2 attention products a layer).
+    before = batch_matmuls(forward.get_concrete_function(batch).graph)
+    forward = tf.function(lambda inputs: model(inputs, training=False))
+    with serving_rewrites(model):
+        graph = forward.get_concrete_function(batch).graph
+        got = forward(batch).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    assert before > batch_matmuls(graph) == 4  # attention's own products; every projection a 2-D MatMul
+    np.testing.assert_allclose(np.asarray(model(batch, training=False)), expected, atol=0)  # restored after
+
+
+def test_the_last_encoder_layer_computes_the_first_token_only(keras_models):
+    from keras_hub.layers import TransformerEncoder
+
+    from tfbert.keras_serving import _last_encoder, serving_rewrites
+
+    model = keras_models["bert"][0]
+    backbone = model.get_layer(next(layer.name for layer in model.layers if hasattr(layer, "transformer_layers")))
+    batch = {"token_ids": np.full((2, 9), 7, np.int32), "padding_mask": np.ones((2, 9), np.int32),
+             "segment_ids": np.zeros((2, 9), np.int32)}
+    full = backbone(batch)
+    with serving_rewrites(model):
+        first = backbone(batch)
+    assert tuple(full["sequence_output"].shape) == (2, 9, 16) and tuple(first["sequence_output"].shape) == (2, 1, 16)
+    np.testing.assert_allclose(first["pooled_output"], full["pooled_output"], atol=1e-6)
+    assert _last_encoder(model) is backbone.transformer_layers[-1]
+    assert all(type(layer) is TransformerEncoder for layer in backbone.transformer_layers)
