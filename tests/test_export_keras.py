@@ -109,6 +109,10 @@ def test_saved_model_matches_the_keras_model(keras_models, family, tmp_path):
     metadata = json.loads((version / "assets.extra" / "tfbert" / "metadata.json").read_text())
     assert metadata["labels"] == list(LABELS.values()) and metadata["weights"] == "graph constants"
     assert (version / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    from tfbert.predictors import SavedModelPredictor, load_predictor
+
+    assert isinstance(load_predictor(str(tmp_path)), SavedModelPredictor)  # infer.py / evaluate.py on the export
+    np.testing.assert_allclose(load_predictor(str(tmp_path)).predict(TEXTS), expected, atol=2e-6)
 
 
 @pytest.mark.slow
@@ -188,3 +192,44 @@ def test_the_last_encoder_layer_computes_the_first_token_only(keras_models):
     np.testing.assert_allclose(first["pooled_output"], full["pooled_output"], atol=1e-6)
     assert _last_encoder(model) is backbone.transformer_layers[-1]
     assert all(type(layer) is TransformerEncoder for layer in backbone.transformer_layers)
+
+
+def keras_model_folder(model, tokenizer, folder: Path) -> Path:
+    """A Keras 3 run's model/ folder: keras_backend.save's files, the tokenizer and tfbert.json."""
+    from tfbert import keras_backend
+    from tfbert.model_settings import ModelSettings
+
+    keras_backend.save(model, folder)
+    tokenizer.save_pretrained(folder)
+    ModelSettings(labels=list(LABELS.values()), max_length=16, truncation="head",
+                  uses_token_type_ids="token_type_ids" in tokenizer.model_input_names).write(folder)
+    return folder
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_predictors_read_a_keras3_model_folder(keras_models, family, tmp_path):
+    from tfbert.predictors import KerasPredictor, Predictor, is_keras3_folder, load_predictor
+
+    model, tokenizer, _ = keras_models[family]
+    keras_model_folder(model, tokenizer, tmp_path / "run" / "model")
+    assert is_keras3_folder(tmp_path / "run" / "model") and not is_keras3_folder(tmp_path / "run")
+    expected, _ = keras_probabilities(model, tokenizer, TEXTS)
+    for path in (tmp_path / "run", tmp_path / "run" / "model"):  # a run folder and its model/
+        predictor = load_predictor(str(path))
+        assert isinstance(predictor, KerasPredictor) and isinstance(predictor, Predictor)
+        assert predictor.labels == list(LABELS.values())
+        np.testing.assert_allclose(predictor.predict(TEXTS), expected, atol=1e-6)  # ragged lengths, batched
+    one_by_one = KerasPredictor(tmp_path / "run" / "model", batch_size=1).predict(TEXTS)
+    np.testing.assert_allclose(one_by_one, expected, atol=1e-6)
+    assert KerasPredictor(tmp_path / "run" / "model").predict([]).shape == (0, 3)
+
+
+def test_explain_says_it_needs_the_transformers_model(keras_models, tmp_path):
+    from tfbert.attributions import explain_predictor
+    from tfbert.errors import TfbertError
+    from tfbert.predictors import KerasPredictor
+
+    model, tokenizer, _ = keras_models["bert"]
+    predictor = KerasPredictor(keras_model_folder(model, tokenizer, tmp_path / "model"))
+    with pytest.raises(TfbertError, match="--explain .* --backend keras"):
+        explain_predictor(predictor, TEXTS[:1])

@@ -34,6 +34,42 @@ def model_input_names(model) -> list[str]:
     return list(model.input) if isinstance(model.input, dict) else [tensor.name for tensor in model.inputs]
 
 
+def keras_probabilities(model, encoded: dict, tokenizer, batch_size: int = 64):
+    """Float32 probabilities of the Keras 3 classifier for tokenised examples (``encoded``: lists of ids per
+    column, as tfbert.data.pipeline.encode_batch returns, or a tokenised split), in length-sorted padded batches, in input order.
+
+    Example:
+        >>> keras_probabilities(model, encode_batch(tokenizer, ["great"], None, 128, "head"), tokenizer)  # doctest: +SKIP
+        array([[0.1, 0.9]], dtype=float32)
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    names = model_input_names(model)
+    columns = encoded.column_names if hasattr(encoded, "column_names") else list(encoded)  # a Dataset or a dict
+    all_ids = list(encoded["input_ids"])
+    all_types = list(encoded["token_type_ids"]) if "token_type_ids" in columns else None
+    rows = len(all_ids)
+    order = np.argsort([len(ids) for ids in all_ids], kind="stable")
+    probabilities = np.zeros((rows, len(json.loads(model.tfbert_settings)["label_names"])), np.float32)
+    pad_id = tokenizer.pad_token_id or 0
+    for start in range(0, rows, batch_size):
+        batch = order[start:start + batch_size]
+        lengths = [len(all_ids[i]) for i in batch]
+        ids = np.full((len(batch), max(lengths)), pad_id, np.int32)
+        types = np.zeros_like(ids)
+        for row, (i, length) in enumerate(zip(batch, lengths)):
+            ids[row, :length] = all_ids[i]
+            if all_types is not None:
+                types[row, :length] = all_types[i]
+        mask = (np.arange(ids.shape[1])[None, :] < np.array(lengths)[:, None]).astype(np.int32)
+        given = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        inputs = {name: given[name] for name in names}
+        logits = model(inputs, training=False)
+        probabilities[batch] = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1).numpy()
+    return probabilities
+
+
 def keras_forward(model, uses_token_types: bool = True, weights_in_graph: bool = True):
     """The Keras 3 classifier's float32 logits as a concrete function of int64 (input_ids, attention_mask,
     token_type_ids), and whether its weights are graph constants (see tfbert.export.model_forward).
