@@ -179,7 +179,7 @@ def test_serving_rewrites_compute_the_same_logits(family, tmp_path):
 def test_the_last_encoder_layer_computes_the_first_token_only(keras_models):
     from keras_hub.layers import TransformerEncoder
 
-    from tfbert.keras_serving import _last_encoder, serving_rewrites
+    from tfbert.keras_serving import encoder_layers, serving_rewrites
 
     model = keras_models["bert"][0]
     backbone = model.get_layer(next(layer.name for layer in model.layers if hasattr(layer, "transformer_layers")))
@@ -190,7 +190,7 @@ def test_the_last_encoder_layer_computes_the_first_token_only(keras_models):
         first = backbone(batch)
     assert tuple(full["sequence_output"].shape) == (2, 9, 16) and tuple(first["sequence_output"].shape) == (2, 1, 16)
     np.testing.assert_allclose(first["pooled_output"], full["pooled_output"], atol=1e-6)
-    assert _last_encoder(model) is backbone.transformer_layers[-1]
+    assert encoder_layers(model) == backbone.transformer_layers
     assert all(type(layer) is TransformerEncoder for layer in backbone.transformer_layers)
 
 
@@ -233,3 +233,34 @@ def test_explain_says_it_needs_the_transformers_model(keras_models, tmp_path):
     predictor = KerasPredictor(keras_model_folder(model, tokenizer, tmp_path / "model"))
     with pytest.raises(TfbertError, match="--explain .* --backend keras"):
         explain_predictor(predictor, TEXTS[:1])
+
+
+@pytest.mark.parametrize("family", ["bert", "albert"])
+def test_layers_left_out_match_transformers_without_them(family, tmp_path):
+    from test_keras_backend import LABELS as NAMES
+    from test_keras_backend import sample_batch
+
+    from tfbert.keras_backend import build_classifier
+    from tfbert.keras_serving import encoder_layers, serving_rewrites
+    from tfbert.layer_drop import without_layers
+
+    reference = tiny_transformers_classifier(family)
+    model = build_classifier(write_hub_checkpoint(reference, tmp_path), NAMES)
+    batch = {k: v.astype(np.int32) for k, v in sample_batch(family == "bert").items()}
+    if family == "albert":  # its layers share their weights: none can be left out
+        assert encoder_layers(model) == []
+        with pytest.raises(ValueError, match="left_out"):
+            with serving_rewrites(model, left_out=[0]):
+                pass
+        return
+    full = np.asarray(model(batch, training=False))
+    for left_out in ([0], [1]):
+        expected = without_layers(reference, left_out)(batch, training=False).logits.numpy()
+        with serving_rewrites(model, left_out=left_out):
+            got = np.asarray(model(batch, training=False))
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert not np.allclose(got, full, atol=1e-3)
+    with pytest.raises(ValueError, match="keeping one"):
+        with serving_rewrites(model, left_out=[0, 1]):
+            pass
+    np.testing.assert_allclose(np.asarray(model(batch, training=False)), full, atol=0)  # restored

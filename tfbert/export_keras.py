@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional, Sequence
 
 from tfbert import export
 from tfbert.errors import TfbertError
@@ -132,3 +133,33 @@ def export_saved_model_keras(model, tokenizer, *, id2label: dict[int, str], max_
                           f"use --max_length {positions} or less")
     return export.export_saved_model(model, tokenizer, id2label=id2label, max_length=max_length, base_dir=base_dir,
                                      truncation=truncation, weights_in_graph=weights_in_graph, forward=keras_forward)
+
+
+def export_tflite_keras(model, tokenizer, *, labels: list[str], max_length: int, truncation: str,
+                        folder: str | Path, word_tokenizer: Optional[str] = None,
+                        left_out_layers: Sequence[int] = ()) -> Path:
+    """The compact export (tfbert.export_tflite: int8 weights, builtin ops) of a float32 Keras 3 classifier,
+    traced with tfbert.keras_serving's rewrites (2-D projections become int8 FULLY_CONNECTED kernels) and
+    without the encoder layers ``left_out_layers`` (tfbert.layer_drop's search), which the file then lacks.
+
+    Example:
+        >>> export_tflite_keras(model, tokenizer, labels=["neg", "pos"], max_length=128, truncation="head",
+        ...                     folder="output/run/compact")  # doctest: +SKIP
+        PosixPath('output/run/compact')
+    """
+    import tensorflow as tf
+
+    from tfbert.export_tflite import export_tflite
+    from tfbert.keras_serving import serving_rewrites
+
+    names = model_input_names(model)
+
+    def keras_logits(inputs):
+        if "token_type_ids" in names and "token_type_ids" not in inputs:
+            inputs = dict(inputs, token_type_ids=tf.zeros_like(inputs["input_ids"]))
+        return tf.cast(model({name: inputs[name] for name in names}, training=False), tf.float32)
+
+    with serving_rewrites(model, left_out=left_out_layers):
+        return export_tflite(model, tokenizer, labels=labels, max_length=max_length, truncation=truncation,
+                             folder=folder, word_tokenizer=word_tokenizer, left_out_layers=left_out_layers,
+                             logits=keras_logits)

@@ -114,37 +114,66 @@ def _layers(model) -> list:
     return list(model._flatten_layers(include_self=False, recursive=True))
 
 
-def _last_encoder(model):
-    """The last of the backbone's encoder layers when it is called once (not ALBERT's shared groups), else None."""
+def encoder_layers(model) -> list:
+    """The backbone's encoder layers in order when each has weights of its own; [] otherwise (ALBERT's groups
+    share theirs).
+
+    Example:
+        >>> len(encoder_layers(model))  # doctest: +SKIP
+        6
+    """
     from keras_hub.layers import TransformerEncoder
 
     for layer in _layers(model):
         stack = getattr(layer, "transformer_layers", None)
-        if stack and all(type(item) is TransformerEncoder for item in stack):
-            return stack[-1] if len(set(map(id, stack))) == len(stack) else None
-    return None
+        if stack and all(isinstance(item, TransformerEncoder) for item in stack):
+            return list(stack) if len(set(map(id, stack))) == len(stack) else []
+    return []
+
+
+@functools.lru_cache(maxsize=None)
+def _left_out_class():
+    from keras_hub.layers import TransformerEncoder
+
+    class LeftOutEncoder(TransformerEncoder):
+        """An encoder layer left out of the stack (tfbert.layer_drop): its input passes through."""
+
+        def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False):
+            return inputs
+
+    return LeftOutEncoder
 
 
 @contextlib.contextmanager
-def serving_rewrites(model, flat_encoders: bool = True, first_token: bool = True):
-    """Trace ``model`` with its layers in their serving forms (see the module's docstring); restored after.
+def serving_rewrites(model, flat_encoders: bool = True, first_token: bool = True, left_out=()):
+    """Trace or call ``model`` with its layers in their serving forms (see the module's docstring), and without
+    the encoder layers ``left_out`` (0-based; their input passes through); everything is restored after.
 
     ``flat_encoders`` and ``first_token`` turn those rewrites off (the LayerNorm form always applies).
 
     Example:
-        >>> with serving_rewrites(model):  # doctest: +SKIP
+        >>> with serving_rewrites(model, left_out=[3]):  # doctest: +SKIP
         ...     logits = model(inputs, training=False)
     """
     import keras
     from keras_hub.layers import TransformerEncoder
 
     layers = _layers(model)
-    last = _last_encoder(model) if flat_encoders and first_token else None
+    stack = encoder_layers(model)
+    if set(left_out) - set(range(len(stack))) or (stack and len(set(left_out)) >= len(stack)):
+        raise ValueError(f"left_out={list(left_out)}: give layers of 0..{len(stack) - 1}, keeping one at least")
+    dropped = [stack[i] for i in left_out]
+    kept = [layer for layer in stack if all(layer is not other for other in dropped)]
+    last = kept[-1] if kept and flat_encoders and first_token else None
     swapped = [(layer, keras.layers.LayerNormalization, _remapper_safe_layer_norm_class())
                for layer in layers if type(layer) is keras.layers.LayerNormalization]
-    if flat_encoders:
-        swapped += [(layer, TransformerEncoder, _encoder_class(layer is last))
-                    for layer in layers if type(layer) is TransformerEncoder]
+    for layer in layers:
+        if type(layer) is not TransformerEncoder:
+            continue
+        if any(layer is other for other in dropped):
+            swapped.append((layer, TransformerEncoder, _left_out_class()))
+        elif flat_encoders:
+            swapped.append((layer, TransformerEncoder, _encoder_class(layer is last)))
     for layer, _, serving in swapped:
         layer.__class__ = serving
     try:
