@@ -109,6 +109,10 @@ def test_saved_model_matches_the_keras_model(keras_models, family, tmp_path):
     metadata = json.loads((version / "assets.extra" / "tfbert" / "metadata.json").read_text())
     assert metadata["labels"] == list(LABELS.values()) and metadata["weights"] == "graph constants"
     assert (version / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    from tfbert.predictors import SavedModelPredictor, load_predictor
+
+    assert isinstance(load_predictor(str(tmp_path)), SavedModelPredictor)  # infer.py / evaluate.py on the export
+    np.testing.assert_allclose(load_predictor(str(tmp_path)).predict(TEXTS), expected, atol=2e-6)
 
 
 @pytest.mark.slow
@@ -143,3 +147,120 @@ def test_max_length_beyond_the_positions_is_refused(keras_models, tmp_path):
     with pytest.raises(TfbertError, match="--max_length 65: the model has only 64 positions"):
         export_saved_model_keras(model, tokenizer, id2label=LABELS, max_length=65, base_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "albert"])
+def test_serving_rewrites_compute_the_same_logits(family, tmp_path):
+    import tensorflow as tf
+    from test_keras_backend import LABELS as NAMES
+    from test_keras_backend import sample_batch
+
+    from tfbert.keras_backend import build_classifier
+    from tfbert.keras_serving import serving_rewrites
+
+    model = build_classifier(write_hub_checkpoint(tiny_transformers_classifier(family), tmp_path), NAMES)
+    batch = {k: v.astype(np.int32) for k, v in sample_batch(family in ("bert", "albert")).items()}
+    expected = np.asarray(model(batch, training=False))
+    def batch_matmuls(graph) -> int:
+        return sum(op.type == "BatchMatMulV2" for op in graph.get_operations())
+
+    forward = tf.function(lambda inputs: model(inputs, training=False))
+    # Keras runs EinsumDense as BatchMatMulV2 between reshapes (BERT: 4 projections + 2 attention products a layer).
+    before = batch_matmuls(forward.get_concrete_function(batch).graph)
+    forward = tf.function(lambda inputs: model(inputs, training=False))
+    with serving_rewrites(model):
+        graph = forward.get_concrete_function(batch).graph
+        got = forward(batch).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    assert before > batch_matmuls(graph) == 4  # attention's own products; every projection a 2-D MatMul
+    np.testing.assert_allclose(np.asarray(model(batch, training=False)), expected, atol=0)  # restored after
+
+
+def test_the_last_encoder_layer_computes_the_first_token_only(keras_models):
+    from keras_hub.layers import TransformerEncoder
+
+    from tfbert.keras_serving import encoder_layers, serving_rewrites
+
+    model = keras_models["bert"][0]
+    backbone = model.get_layer(next(layer.name for layer in model.layers if hasattr(layer, "transformer_layers")))
+    batch = {"token_ids": np.full((2, 9), 7, np.int32), "padding_mask": np.ones((2, 9), np.int32),
+             "segment_ids": np.zeros((2, 9), np.int32)}
+    full = backbone(batch)
+    with serving_rewrites(model):
+        first = backbone(batch)
+    assert tuple(full["sequence_output"].shape) == (2, 9, 16) and tuple(first["sequence_output"].shape) == (2, 1, 16)
+    np.testing.assert_allclose(first["pooled_output"], full["pooled_output"], atol=1e-6)
+    assert encoder_layers(model) == backbone.transformer_layers
+    assert all(type(layer) is TransformerEncoder for layer in backbone.transformer_layers)
+
+
+def keras_model_folder(model, tokenizer, folder: Path) -> Path:
+    """A Keras 3 run's model/ folder: keras_backend.save's files, the tokenizer and tfbert.json."""
+    from tfbert import keras_backend
+    from tfbert.model_settings import ModelSettings
+
+    keras_backend.save(model, folder)
+    tokenizer.save_pretrained(folder)
+    ModelSettings(labels=list(LABELS.values()), max_length=16, truncation="head",
+                  uses_token_type_ids="token_type_ids" in tokenizer.model_input_names).write(folder)
+    return folder
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_predictors_read_a_keras3_model_folder(keras_models, family, tmp_path):
+    from tfbert.predictors import KerasPredictor, Predictor, is_keras3_folder, load_predictor
+
+    model, tokenizer, _ = keras_models[family]
+    keras_model_folder(model, tokenizer, tmp_path / "run" / "model")
+    assert is_keras3_folder(tmp_path / "run" / "model") and not is_keras3_folder(tmp_path / "run")
+    expected, _ = keras_probabilities(model, tokenizer, TEXTS)
+    for path in (tmp_path / "run", tmp_path / "run" / "model"):  # a run folder and its model/
+        predictor = load_predictor(str(path))
+        assert isinstance(predictor, KerasPredictor) and isinstance(predictor, Predictor)
+        assert predictor.labels == list(LABELS.values())
+        np.testing.assert_allclose(predictor.predict(TEXTS), expected, atol=1e-6)  # ragged lengths, batched
+    one_by_one = KerasPredictor(tmp_path / "run" / "model", batch_size=1).predict(TEXTS)
+    np.testing.assert_allclose(one_by_one, expected, atol=1e-6)
+    assert KerasPredictor(tmp_path / "run" / "model").predict([]).shape == (0, 3)
+
+
+def test_explain_says_it_needs_the_transformers_model(keras_models, tmp_path):
+    from tfbert.attributions import explain_predictor
+    from tfbert.errors import TfbertError
+    from tfbert.predictors import KerasPredictor
+
+    model, tokenizer, _ = keras_models["bert"]
+    predictor = KerasPredictor(keras_model_folder(model, tokenizer, tmp_path / "model"))
+    with pytest.raises(TfbertError, match="--explain .* --backend keras"):
+        explain_predictor(predictor, TEXTS[:1])
+
+
+@pytest.mark.parametrize("family", ["bert", "albert"])
+def test_layers_left_out_match_transformers_without_them(family, tmp_path):
+    from test_keras_backend import LABELS as NAMES
+    from test_keras_backend import sample_batch
+
+    from tfbert.keras_backend import build_classifier
+    from tfbert.keras_serving import encoder_layers, serving_rewrites
+    from tfbert.layer_drop import without_layers
+
+    reference = tiny_transformers_classifier(family)
+    model = build_classifier(write_hub_checkpoint(reference, tmp_path), NAMES)
+    batch = {k: v.astype(np.int32) for k, v in sample_batch(family == "bert").items()}
+    if family == "albert":  # its layers share their weights: none can be left out
+        assert encoder_layers(model) == []
+        with pytest.raises(ValueError, match="left_out"):
+            with serving_rewrites(model, left_out=[0]):
+                pass
+        return
+    full = np.asarray(model(batch, training=False))
+    for left_out in ([0], [1]):
+        expected = without_layers(reference, left_out)(batch, training=False).logits.numpy()
+        with serving_rewrites(model, left_out=left_out):
+            got = np.asarray(model(batch, training=False))
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert not np.allclose(got, full, atol=1e-3)
+    with pytest.raises(ValueError, match="keeping one"):
+        with serving_rewrites(model, left_out=[0, 1]):
+            pass
+    np.testing.assert_allclose(np.asarray(model(batch, training=False)), full, atol=0)  # restored

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional, Sequence
 
 from tfbert import export
 from tfbert.errors import TfbertError
@@ -32,6 +33,42 @@ def model_input_names(model) -> list[str]:
         ['input_ids', 'attention_mask', 'token_type_ids']
     """
     return list(model.input) if isinstance(model.input, dict) else [tensor.name for tensor in model.inputs]
+
+
+def keras_probabilities(model, encoded: dict, tokenizer, batch_size: int = 64):
+    """Float32 probabilities of the Keras 3 classifier for tokenised examples (``encoded``: lists of ids per
+    column, as tfbert.data.pipeline.encode_batch returns, or a tokenised split), in length-sorted padded batches, in input order.
+
+    Example:
+        >>> keras_probabilities(model, encode_batch(tokenizer, ["great"], None, 128, "head"), tokenizer)  # doctest: +SKIP
+        array([[0.1, 0.9]], dtype=float32)
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    names = model_input_names(model)
+    columns = encoded.column_names if hasattr(encoded, "column_names") else list(encoded)  # a Dataset or a dict
+    all_ids = list(encoded["input_ids"])
+    all_types = list(encoded["token_type_ids"]) if "token_type_ids" in columns else None
+    rows = len(all_ids)
+    order = np.argsort([len(ids) for ids in all_ids], kind="stable")
+    probabilities = np.zeros((rows, len(json.loads(model.tfbert_settings)["label_names"])), np.float32)
+    pad_id = tokenizer.pad_token_id or 0
+    for start in range(0, rows, batch_size):
+        batch = order[start:start + batch_size]
+        lengths = [len(all_ids[i]) for i in batch]
+        ids = np.full((len(batch), max(lengths)), pad_id, np.int32)
+        types = np.zeros_like(ids)
+        for row, (i, length) in enumerate(zip(batch, lengths)):
+            ids[row, :length] = all_ids[i]
+            if all_types is not None:
+                types[row, :length] = all_types[i]
+        mask = (np.arange(ids.shape[1])[None, :] < np.array(lengths)[:, None]).astype(np.int32)
+        given = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        inputs = {name: given[name] for name in names}
+        logits = model(inputs, training=False)
+        probabilities[batch] = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1).numpy()
+    return probabilities
 
 
 def keras_forward(model, uses_token_types: bool = True, weights_in_graph: bool = True):
@@ -96,3 +133,33 @@ def export_saved_model_keras(model, tokenizer, *, id2label: dict[int, str], max_
                           f"use --max_length {positions} or less")
     return export.export_saved_model(model, tokenizer, id2label=id2label, max_length=max_length, base_dir=base_dir,
                                      truncation=truncation, weights_in_graph=weights_in_graph, forward=keras_forward)
+
+
+def export_tflite_keras(model, tokenizer, *, labels: list[str], max_length: int, truncation: str,
+                        folder: str | Path, word_tokenizer: Optional[str] = None,
+                        left_out_layers: Sequence[int] = ()) -> Path:
+    """The compact export (tfbert.export_tflite: int8 weights, builtin ops) of a float32 Keras 3 classifier,
+    traced with tfbert.keras_serving's rewrites (2-D projections become int8 FULLY_CONNECTED kernels) and
+    without the encoder layers ``left_out_layers`` (tfbert.layer_drop's search), which the file then lacks.
+
+    Example:
+        >>> export_tflite_keras(model, tokenizer, labels=["neg", "pos"], max_length=128, truncation="head",
+        ...                     folder="output/run/compact")  # doctest: +SKIP
+        PosixPath('output/run/compact')
+    """
+    import tensorflow as tf
+
+    from tfbert.export_tflite import export_tflite
+    from tfbert.keras_serving import serving_rewrites
+
+    names = model_input_names(model)
+
+    def keras_logits(inputs):
+        if "token_type_ids" in names and "token_type_ids" not in inputs:
+            inputs = dict(inputs, token_type_ids=tf.zeros_like(inputs["input_ids"]))
+        return tf.cast(model({name: inputs[name] for name in names}, training=False), tf.float32)
+
+    with serving_rewrites(model, left_out=left_out_layers):
+        return export_tflite(model, tokenizer, labels=labels, max_length=max_length, truncation=truncation,
+                             folder=folder, word_tokenizer=word_tokenizer, left_out_layers=left_out_layers,
+                             logits=keras_logits)
