@@ -124,7 +124,7 @@ def keras_run(bert_dir, tmp_path_factory):
     rows = make_rows(150)
     data = write_jsonl(work / "reviews.jsonl", rows)
     config = _config(work, bert_dir, "--train_file", str(data), "--backend", "keras", "--epochs", "4",
-                     "--keep_checkpoints", "--quiet")
+                     "--keep_checkpoints", "--quiet", "--export_tflite")
     summary = train(config, report=lambda line: None)
     return {"run": Path(summary["run_dir"]), "summary": summary, "rows": rows, "work": work}
 
@@ -178,6 +178,10 @@ def test_metrics_match_a_recomputation_from_predictions(keras_run):
         assert metrics[split]["accuracy"] == pytest.approx(accuracy_score(gold, predicted))
         assert metrics[split]["macro_f1"] == pytest.approx(f1_score(gold, predicted, average="macro"))
     assert metrics["parameters"] > 0 and metrics["train_examples_per_second"] > 0
+    compact = metrics["compact"]
+    assert (run / compact["path"]).is_file() and compact["encoder_layers"] == 2 and compact["left_out_layers"] == []
+    assert compact["test_macro_f1_change"] == pytest.approx(compact["test_macro_f1"] - metrics["test"]["macro_f1"],
+                                                            abs=1e-4)
 
 
 @pytest.mark.slow  # a Keras 3 fit: tens of seconds
@@ -210,13 +214,15 @@ def test_the_best_epoch_is_restored_and_saved(keras_run):
 
 
 @pytest.mark.slow
-def test_the_saved_model_answers_as_the_run_did(keras_run):
-    from tfbert.predictors import SavedModelPredictor
+def test_the_saved_model_and_infer_answer_as_the_run_did(keras_run):
+    from tfbert.predictors import SavedModelPredictor, load_predictor
 
     run, rows = keras_run["run"], keras_run["rows"]
     predictions = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
-    probabilities = SavedModelPredictor(run / "saved_model").predict([rows[p["row_id"]]["text"] for p in predictions])
-    np.testing.assert_allclose(probabilities, [p["probabilities"] for p in predictions], atol=1e-5)
+    texts = [rows[p["row_id"]]["text"] for p in predictions]
+    expected = [p["probabilities"] for p in predictions]
+    np.testing.assert_allclose(SavedModelPredictor(run / "saved_model").predict(texts), expected, atol=1e-5)
+    np.testing.assert_allclose(load_predictor(str(run)).predict(texts), expected, atol=1e-5)  # infer.py's
 
 
 # --- the optimizer's accumulation, and replicas ----------------------------------------------------------------
@@ -374,7 +380,7 @@ def test_bench_passes_the_backend_through(bert_dir, tmp_path):
         assert report["test_macro_f1"] == pytest.approx(metrics["test"]["macro_f1"], abs=1e-4)
         assert report["saved_model_test_macro_f1"] == pytest.approx(report["test_macro_f1"], abs=1e-4)
         assert report["train_samples_per_s_after_first_step"] > 0
-        assert "compact_error" in report or "compact_mib" in report
+        assert report["compact_test_macro_f1"] == pytest.approx(metrics["compact"]["test_macro_f1"], abs=1e-4)
     finally:
         shutil.rmtree(run.parents[3], ignore_errors=True)  # the bench's own temporary folder
 

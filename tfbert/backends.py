@@ -124,6 +124,8 @@ def keras_problems(config) -> list[str]:
          f"--strategy {training.strategy} is not wired for --backend keras; use auto, default or mirrored"),
         (training.export_tflite and not compact_export_available(),
          "--export_tflite is not available with --backend keras yet; drop it or use --backend transformers"),
+        (model.keras_backend == "jax" and training.export_tflite,
+         "--export_tflite needs --keras_backend tensorflow (the compact export traces the model in TensorFlow)"),
         (model.keras_backend == "jax" and training.strategy not in ("auto", "default"),
          f"--keras_backend jax trains on one device; --strategy {training.strategy} needs --keras_backend tensorflow"),
         (model.keras_backend == "jax" and importlib.util.find_spec("jax") is None,
@@ -133,7 +135,7 @@ def keras_problems(config) -> list[str]:
 
 
 def compact_export_available() -> bool:
-    """Whether the compact (TFLite) export can take a Keras 3 model: it needs tfbert.export_keras' SavedModel."""
+    """Whether the compact (TFLite) export can take a Keras 3 model (tfbert.export_keras.export_tflite_keras)."""
     return importlib.util.find_spec("tfbert.export_keras") is not None and _export_keras_has("export_tflite_keras")
 
 

@@ -90,9 +90,9 @@ def _compact_export_possible(argv: list[str]) -> bool:
     from tfbert.config import TrainConfig, build_parser, parse_sections
 
     parser = build_parser("python -m tfbert.bench", BENCH_DESCRIPTION)
-    backend = TrainConfig(*parse_sections(parser, argv)).model.backend
-    keras_possible = backend == "keras" or (backend == "auto" and backends.AUTO_PREFERS_KERAS)
-    return not keras_possible or backends.compact_export_available()
+    model = TrainConfig(*parse_sections(parser, argv)).model
+    keras_possible = model.backend == "keras" or (model.backend == "auto" and backends.AUTO_PREFERS_KERAS)
+    return not keras_possible or (backends.compact_export_available() and model.keras_backend == "tensorflow")
 
 
 def _non_embedding_parameters(folder: Path, backend: str) -> int:
