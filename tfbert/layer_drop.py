@@ -173,7 +173,8 @@ def leave_out_layers(model, score: Callable[[object], float], n_validation: int,
         return model, [], {}
     skipped = unresolvable(n_validation, settings.compact_max_f1_drop)
     if not skipped and droppable_layers(model) < 2:
-        skipped = f"{type(model).__name__} has no two encoder layers with weights of their own"
+        skipped = f"{model.name if _is_keras3(model) else type(model).__name__} has no two encoder layers with " \
+                  "weights of their own"
     if skipped:
         logger.info("compact export keeps every layer: %s", skipped)
         return model, [], {"skipped": skipped}
