@@ -19,13 +19,14 @@ LABELS = {0: "neg", 1: "neu", 2: "pos"}
 TEXTS = ["the product is great", "awful , broken and bad", "okay i guess", "hello world 商品 最高"]
 
 
-def keras_checkpoint(family: str, folder: Path) -> Path:
+def keras_checkpoint(family: str, folder: Path, hidden_size: int = 16) -> Path:
     """A tiny random ``family`` checkpoint (vocabulary of the tests' WordPiece tokenizer) with that tokenizer."""
     from transformers import BertTokenizerFast
 
     import test_keras_backend
 
-    sizes = dict(test_keras_backend.SIZES, vocab_size=len(VOCAB), max_position_embeddings=64)
+    sizes = dict(test_keras_backend.SIZES, vocab_size=len(VOCAB), max_position_embeddings=64, hidden_size=hidden_size,
+                 intermediate_size=2 * hidden_size)
     original, test_keras_backend.SIZES = test_keras_backend.SIZES, sizes
     try:
         model = tiny_transformers_classifier(family)
@@ -264,3 +265,78 @@ def test_layers_left_out_match_transformers_without_them(family, tmp_path):
         with serving_rewrites(model, left_out=[0, 1]):
             pass
     np.testing.assert_allclose(np.asarray(model(batch, training=False)), full, atol=0)  # restored
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_tflite_from_the_keras3_model(family, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+    from transformers import AutoTokenizer
+
+    from tfbert.export_keras import export_tflite_keras
+    from tfbert.keras_backend import build_classifier
+    from tfbert.model_settings import ModelSettings
+    from tfbert.predictors import TFLitePredictor
+
+    # 64 wide: TFLite leaves tensors under 1,024 values in float32.
+    checkpoint = keras_checkpoint(family, tmp_path / "checkpoint", hidden_size=64)
+    model, tokenizer = build_classifier(checkpoint, list(LABELS.values())), AutoTokenizer.from_pretrained(checkpoint)
+    folder = export_tflite_keras(model, tokenizer, labels=list(LABELS.values()), max_length=16, truncation="head",
+                                 folder=tmp_path / "compact", left_out_layers=[0])
+    with pytest.raises(Exception, match="never overwritten"):
+        export_tflite_keras(model, tokenizer, labels=list(LABELS.values()), max_length=16, truncation="head",
+                            folder=folder)
+    assert ModelSettings.read(folder).left_out_layers == [0]
+    interpreter = Interpreter(model_path=str(folder / "model_int8.tflite"))
+    kernels = [d for d in interpreter.get_tensor_details() if d["dtype"] == np.int8 and len(d["shape"]) == 2]
+    assert len(kernels) >= 6  # the kept layer's q, k, v, output and feed-forward kernels (and the head's), int8
+    from tfbert.keras_serving import serving_rewrites
+
+    with serving_rewrites(model, left_out=[0]):
+        expected, _ = keras_probabilities(model, tokenizer, TEXTS)
+    got = TFLitePredictor(folder).predict(TEXTS)
+    np.testing.assert_allclose(got, expected, atol=0.02)  # int8 weights
+    full = export_tflite_keras(model, tokenizer, labels=list(LABELS.values()), max_length=16, truncation="head",
+                               folder=tmp_path / "full")
+    assert (full / "model_int8.tflite").stat().st_size > (folder / "model_int8.tflite").stat().st_size
+
+
+@pytest.mark.slow
+def test_export_compact_takes_a_keras3_run(keras_models, tmp_path):
+    from types import SimpleNamespace
+
+    import datasets
+    from conftest import make_rows
+
+    from tfbert.keras_serving import serving_rewrites
+    from tfbert.layer_drop import export_compact
+    from tfbert.model_settings import ModelSettings
+    from tfbert.predictors import TFLitePredictor
+
+    model, tokenizer, _ = keras_models["bert"]
+    names = list(LABELS.values())
+    run = SimpleNamespace(path=tmp_path, model_dir=tmp_path / "model", compact_dir=tmp_path / "compact",
+                          saved_model_base=tmp_path / "saved_model")
+    keras_model_folder(model, tokenizer, run.model_dir)
+    run.saved_model_base.mkdir()
+    (run.saved_model_base / "saved_model.pb").write_bytes(b"0" * 100_000)
+    splits = {}
+    for split, seed in (("validation", 1), ("test", 2)):
+        rows = make_rows(30, seed=seed)
+        encoded = dict(tokenizer([r["text"] for r in rows], truncation=True, max_length=16))
+        encoded["label"] = [names.index(r["label"]) for r in rows]
+        splits[split] = datasets.Dataset.from_dict(encoded)
+    prepared = SimpleNamespace(encoded=splits, tokenizer=tokenizer, label_names=names,
+                               labels=lambda split: np.asarray(splits[split]["label"]))
+    config = SimpleNamespace(training=SimpleNamespace(compact_layers="auto", compact_max_f1_drop=1.0, batch_size=8),
+                             data=SimpleNamespace(max_length=16, truncation="head"),
+                             model=SimpleNamespace(word_tokenizer=None))
+    entry = export_compact(run, prepared, config, model_test_macro_f1=0.5)
+    # A budget of 1.0 lets the search leave out one of the two layers (one always stays).
+    assert len(entry["left_out_layers"]) == 1 and entry["encoder_layers"] == 1
+    assert [t["left_out"] for t in entry["layer_search"]["tried"]] == [[0], [1]]
+    assert ModelSettings.read(run.compact_dir).left_out_layers == entry["left_out_layers"]
+    with serving_rewrites(model, left_out=entry["left_out_layers"]):
+        expected, _ = keras_probabilities(model, tokenizer, TEXTS)
+    np.testing.assert_allclose(TFLitePredictor(run.compact_dir).predict(TEXTS), expected, atol=0.01)  # int8 embeddings
+    assert 0 <= entry["test_macro_f1"] <= 1 and entry["test_macro_f1_change"] == round(entry["test_macro_f1"] - 0.5, 4)

@@ -153,13 +153,23 @@ def export_tflite_keras(model, tokenizer, *, labels: list[str], max_length: int,
     from tfbert.keras_serving import serving_rewrites
 
     names = model_input_names(model)
+    spec = tf.TensorSpec([None, None], tf.int32)
 
-    def keras_logits(inputs):
-        if "token_type_ids" in names and "token_type_ids" not in inputs:
-            inputs = dict(inputs, token_type_ids=tf.zeros_like(inputs["input_ids"]))
-        return tf.cast(model({name: inputs[name] for name in names}, training=False), tf.float32)
+    @tf.function(input_signature=[spec, spec, spec])
+    def forward(input_ids, attention_mask, token_type_ids):
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return tf.cast(model({name: given[name] for name in names}, training=False), tf.float32)
 
     with serving_rewrites(model, left_out=left_out_layers):
-        return export_tflite(model, tokenizer, labels=labels, max_length=max_length, truncation=truncation,
-                             folder=folder, word_tokenizer=word_tokenizer, left_out_layers=left_out_layers,
-                             logits=keras_logits)
+        traced = forward.get_concrete_function()
+    # Frozen here: handed the Keras 3 model's variables, the converter keeps them as resource variables, which
+    # dynamic-range quantisation leaves in float32 (and the MatMuls as BATCH_MATMUL).
+    frozen, _ = export.freeze_weights(traced, model.weights)
+
+    def keras_logits(inputs):
+        token_types = inputs.get("token_type_ids", tf.zeros_like(inputs["input_ids"]))
+        return tf.nest.flatten(frozen(inputs["input_ids"], inputs["attention_mask"], token_types))[0]
+
+    return export_tflite(model, tokenizer, labels=labels, max_length=max_length, truncation=truncation,
+                         folder=folder, word_tokenizer=word_tokenizer, left_out_layers=left_out_layers,
+                         logits=keras_logits)

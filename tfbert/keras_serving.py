@@ -80,7 +80,8 @@ def _flat_encoder_call(layer, x, padding_mask, first_token: bool):
     value = split_heads(_project(attention._value_dense, everything, heads * value_dim), length, value_dim)
     scores = tf.matmul(query, key, transpose_b=True)
     if padding_mask is not None:  # keras' Softmax: adds -1e9 where the mask is 0
-        keep = tf.cast(padding_mask, scores.dtype)[:, tf.newaxis, tf.newaxis, :]
+        # A reshape, not [:, None, None, :]: TFLite has no builtin StridedSlice with new axes.
+        keep = tf.reshape(tf.cast(padding_mask, scores.dtype), [batch, 1, 1, length])
         scores += (1.0 - keep) * tf.cast(-3e4 if scores.dtype == tf.float16 else -1e9, scores.dtype)
     probabilities = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), x.dtype)
     context = tf.reshape(tf.transpose(tf.matmul(probabilities, value), [0, 2, 1, 3]), [-1, heads * value_dim])
