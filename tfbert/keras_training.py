@@ -174,7 +174,7 @@ def export(context, prepared, results) -> tuple[Optional[Path], Optional[dict]]:
     """
     import keras
 
-    from tfbert import keras_backend
+    from tfbert import keras_backend, layer_drop
 
     run, settings = context.run, context.config.training
     staging = run.path / "model.partial"
@@ -194,53 +194,11 @@ def export(context, prepared, results) -> tuple[Optional[Path], Optional[dict]]:
     if not settings.export_tflite:
         return saved_model, None
     try:
-        return saved_model, export_compact(run, prepared, context.config,
-                                           model_test_macro_f1=results.evaluations["test"].metrics["macro_f1"])
+        return saved_model, layer_drop.export_compact(  # the layer search and TFLite, as for transformers' model
+            run, prepared, context.config, model_test_macro_f1=results.evaluations["test"].metrics["macro_f1"])
     except TfbertError as error:  # the model and the SavedModel are written: keep the run
         logger.warning("no compact export: %s", error)
         return saved_model, {"error": str(error)}
-
-
-def export_compact(run, prepared, config, *, model_test_macro_f1: float) -> dict:
-    """--export_tflite for a Keras 3 run: compact/ (TFLite, int8 weights) from model/ with every encoder layer, its
-    test macro-F1 beside the model's; metrics.json's ``compact`` entry, shaped as tfbert.layer_drop.export_compact's.
-
-    The layer search (--compact_layers auto) works on transformers' layer list; here it is recorded as skipped.
-
-    Example:
-        >>> export_compact(run, prepared, config, model_test_macro_f1=0.90)["left_out_layers"]  # doctest: +SKIP
-        []
-    """
-    import json
-
-    import keras
-
-    from tfbert import keras_backend
-    from tfbert.evaluation import evaluate_predictions
-    from tfbert.export_keras import export_tflite_keras
-    from tfbert.export_tflite import MODEL_FILE
-    from tfbert.predictors import TFLitePredictor
-    from tfbert.runs import folder_bytes
-
-    data = config.data
-    keras.mixed_precision.set_global_policy("float32")  # dynamic-range quantisation starts from float32 weights
-    model = keras_backend.load(run.model_dir)
-    folder = export_tflite_keras(model, prepared.tokenizer, labels=prepared.label_names, max_length=data.max_length,
-                                 truncation=data.truncation, folder=run.compact_dir,
-                                 word_tokenizer=config.model.word_tokenizer)
-    test_split = prepared.encoded["test"]
-    token_types = test_split["token_type_ids"] if "token_type_ids" in test_split.column_names else None
-    probabilities = TFLitePredictor(folder).predict_ids(test_split["input_ids"], token_types)
-    macro_f1 = evaluate_predictions(probabilities, prepared.labels("test"), prepared.label_names).metrics["macro_f1"]
-    size = (folder / MODEL_FILE).stat().st_size
-    checkpoint = json.loads(model.tfbert_config)
-    skipped = ({"skipped": "the layer search is not available with --backend keras yet; every layer kept"}
-               if config.training.compact_layers == "auto" else None)
-    return {"format": "tflite dynamic-range int8", "path": str(folder.relative_to(run.path) / MODEL_FILE),
-            "encoder_layers": checkpoint.get("num_hidden_layers", checkpoint.get("n_layers")), "left_out_layers": [],
-            **({"layer_search": skipped} if skipped else {}),
-            "mib": round(size / 2**20, 2), "size_vs_saved_model": round(size / folder_bytes(run.saved_model_base), 3),
-            "test_macro_f1": macro_f1, "test_macro_f1_change": round(macro_f1 - model_test_macro_f1, 4)}
 
 
 def export_folder(model_dir: Path, base_dir: Path, policy: str = "float32", weights_in_graph: bool = True) -> Path:
