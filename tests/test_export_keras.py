@@ -366,3 +366,19 @@ def test_bfloat16_export_matches_the_bfloat16_model(keras_models, tmp_path):
     np.testing.assert_allclose(got.numpy(), expected, atol=5e-3)  # bfloat16: other op orders round differently
     metadata = json.loads((version / "assets.extra" / "tfbert" / "metadata.json").read_text())
     assert metadata["compute_policy"] == "mixed_bfloat16"
+
+
+def test_infer_py_on_a_keras3_model_folder(keras_models, tmp_path, monkeypatch, capsys):
+    import infer
+
+    model, tokenizer, _ = keras_models["roberta"]
+    folder = keras_model_folder(model, tokenizer, tmp_path / "model")
+    expected, _ = keras_probabilities(model, tokenizer, TEXTS[:2])
+    monkeypatch.setattr(sys, "argv", ["infer.py", "--model", str(folder), "--json", *TEXTS[:2]])
+    assert infer.run_main(infer.main) == 0
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [a["label"] for a in answers] == [LABELS[i] for i in expected.argmax(1)]
+    assert [a["confidence"] for a in answers] == pytest.approx(expected.max(1), abs=1e-5)
+    monkeypatch.setattr(sys, "argv", ["infer.py", "--model", str(folder), "--explain", TEXTS[0]])
+    assert infer.run_main(infer.main) == 2  # one line naming the limit, no traceback
+    assert "--backend keras" in capsys.readouterr().err
