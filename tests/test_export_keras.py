@@ -209,7 +209,8 @@ def keras_model_folder(model, tokenizer, folder: Path) -> Path:
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 def test_predictors_read_a_keras3_model_folder(keras_models, family, tmp_path):
-    from tfbert.predictors import KerasPredictor, Predictor, is_keras3_folder, load_predictor
+    from tfbert.export_keras import is_keras3_folder
+    from tfbert.predictors import KerasPredictor, Predictor, load_predictor
 
     model, tokenizer, _ = keras_models[family]
     keras_model_folder(model, tokenizer, tmp_path / "run" / "model")
