@@ -203,11 +203,10 @@ def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_te
     """
     from tfbert import fused_ops, modeling, runtime
     from tfbert.evaluation import evaluate_predictions, split_metrics
+    from tfbert.export_keras import is_keras3_folder
     from tfbert.export_tflite import MODEL_FILE, export_tflite
     from tfbert.predictors import TFLitePredictor
     from tfbert.runs import folder_bytes
-
-    from tfbert.export_keras import is_keras3_folder
 
     settings, data, label_names = config.training, config.data, prepared.label_names
     runtime.set_precision("float32")  # dynamic-range quantisation starts from the float32 weights
