@@ -209,7 +209,8 @@ def keras_model_folder(model, tokenizer, folder: Path) -> Path:
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 def test_predictors_read_a_keras3_model_folder(keras_models, family, tmp_path):
-    from tfbert.predictors import KerasPredictor, Predictor, is_keras3_folder, load_predictor
+    from tfbert.export_keras import is_keras3_folder
+    from tfbert.predictors import KerasPredictor, Predictor, load_predictor
 
     model, tokenizer, _ = keras_models[family]
     keras_model_folder(model, tokenizer, tmp_path / "run" / "model")
@@ -340,3 +341,45 @@ def test_export_compact_takes_a_keras3_run(keras_models, tmp_path):
         expected, _ = keras_probabilities(model, tokenizer, TEXTS)
     np.testing.assert_allclose(TFLitePredictor(run.compact_dir).predict(TEXTS), expected, atol=0.01)  # int8 embeddings
     assert 0 <= entry["test_macro_f1"] <= 1 and entry["test_macro_f1_change"] == round(entry["test_macro_f1"] - 0.5, 4)
+
+
+@pytest.mark.slow
+def test_bfloat16_export_matches_the_bfloat16_model(keras_models, tmp_path):
+    import keras
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+
+    from tfbert import keras_backend
+    from tfbert.export_keras import export_saved_model_keras
+
+    model, tokenizer, _ = keras_models["bert"]
+    keras_model_folder(model, tokenizer, tmp_path / "model")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as a run exports after bfloat16 training
+    try:
+        serving = keras_backend.load(tmp_path / "model")
+        expected, _ = keras_probabilities(serving, tokenizer, TEXTS)
+        version = export_saved_model_keras(serving, tokenizer, id2label=LABELS, max_length=16,
+                                           base_dir=tmp_path / "saved_model")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    got = tf.saved_model.load(str(version)).signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"]
+    assert got.dtype == tf.float32
+    np.testing.assert_allclose(got.numpy(), expected, atol=5e-3)  # bfloat16: other op orders round differently
+    metadata = json.loads((version / "assets.extra" / "tfbert" / "metadata.json").read_text())
+    assert metadata["compute_policy"] == "mixed_bfloat16"
+
+
+def test_infer_py_on_a_keras3_model_folder(keras_models, tmp_path, monkeypatch, capsys):
+    import infer
+
+    model, tokenizer, _ = keras_models["roberta"]
+    folder = keras_model_folder(model, tokenizer, tmp_path / "model")
+    expected, _ = keras_probabilities(model, tokenizer, TEXTS[:2])
+    monkeypatch.setattr(sys, "argv", ["infer.py", "--model", str(folder), "--json", *TEXTS[:2]])
+    assert infer.run_main(infer.main) == 0
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [a["label"] for a in answers] == [LABELS[i] for i in expected.argmax(1)]
+    assert [a["confidence"] for a in answers] == pytest.approx(expected.max(1), abs=1e-5)
+    monkeypatch.setattr(sys, "argv", ["infer.py", "--model", str(folder), "--explain", TEXTS[0]])
+    assert infer.run_main(infer.main) == 2  # one line naming the limit, no traceback
+    assert "--backend keras" in capsys.readouterr().err

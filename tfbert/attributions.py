@@ -115,7 +115,7 @@ def explain_predictor(predictor, texts: Sequence[str], text_pairs: Optional[Sequ
     if not isinstance(predictor, KerasPredictor):
         raise TfbertError("--explain needs the Keras model: give --model a run folder or its model/ folder "
                           "(not a SavedModel, a compact/ export or --server)")
-    if getattr(predictor, "keras3", False):
+    if hasattr(predictor.model, "keras_model"):  # tfbert.export_keras.KerasClassifierView
         raise TfbertError("--explain reads transformers' embedding layers: it is not available for a model trained "
                           "with --backend keras yet; predict without --explain")
     return explain(predictor.model, predictor.tokenizer, texts, text_pairs, steps=steps,

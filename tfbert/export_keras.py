@@ -3,10 +3,10 @@ tfbert.export writes for transformers' classes, with one copy of the weights.
 
 Keras' own ``model.export()`` / ``ExportArchive`` stores every weight twice (keras issue 23553: a MiniLM
 export of 175 MB for 22.7 M parameters) and keras-hub's preprocessors use tokenizer ops stock TF Serving may
-lack. Here the model's call is traced in a ``tf.function`` (with tfbert.keras_serving's serving forms of its
-layers) and its weights frozen into the graph as constants, as tfbert.export does for transformers' models;
-tfbert.export then writes the signatures around it, with tfbert's in-graph tokenisation, warm-up requests
-and metadata.
+lack. Here tfbert.export.export_saved_model writes it: its model_forward traces a Keras 3 model's call in a
+``tf.function`` (tfbert.keras_serving.trace_forward, with the serving forms of its layers) and freezes its
+weights into the graph as constants, as for transformers' models, then writes the signatures around it with
+tfbert's in-graph tokenisation, warm-up requests and metadata.
 
 Example:
     >>> model = tfbert.keras_backend.load("output/run/model")  # doctest: +SKIP
@@ -23,16 +23,65 @@ from typing import Optional, Sequence
 
 from tfbert import export
 from tfbert.errors import TfbertError
+from tfbert.keras_serving import model_input_names, serving_rewrites
 
 
-def model_input_names(model) -> list[str]:
-    """The names of the Keras 3 classifier's inputs (``token_type_ids`` only for BERT and ALBERT).
+def is_keras3_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a Keras 3 classifier (tfbert.keras_backend.save: keras_classifier.json beside
+    config.json) rather than save_pretrained's files.
 
     Example:
-        >>> model_input_names(model)  # doctest: +SKIP
-        ['input_ids', 'attention_mask', 'token_type_ids']
+        >>> is_keras3_folder("output/.../model")  # doctest: +SKIP
+        True
     """
-    return list(model.input) if isinstance(model.input, dict) else [tensor.name for tensor in model.inputs]
+    from tfbert.keras_backend import SETTINGS_FILE as KERAS_SETTINGS
+
+    return (Path(folder) / KERAS_SETTINGS).is_file() and (Path(folder) / "config.json").is_file()
+
+
+class KerasClassifierView:
+    """A Keras 3 classifier as tfbert's predictors and evaluation use transformers' models: ``config.id2label``,
+    ``config.num_labels`` and ``predict(batches) -> {"logits": ...}`` on tfbert's tf.data batches.
+
+    Example:
+        >>> KerasClassifierView(keras_backend.load("run/model")).config.id2label  # doctest: +SKIP
+        {0: 'neg', 1: 'pos'}
+    """
+
+    def __init__(self, model):
+        from types import SimpleNamespace
+
+        self.keras_model = model
+        labels = json.loads(model.tfbert_settings)["label_names"]
+        self.config = SimpleNamespace(id2label=dict(enumerate(labels)), num_labels=len(labels))
+
+    def predict(self, batches, verbose: int = 0) -> dict:
+        import tensorflow as tf
+
+        names = model_input_names(self.keras_model)
+
+        def inputs(features):  # the model's inputs only, as int32 (token types 0 where the batches have none)
+            return {name: tf.cast(features[name] if name in features else tf.zeros_like(features["input_ids"]),
+                                  tf.int32) for name in names}
+
+        return {"logits": self.keras_model.predict(batches.map(inputs), verbose=verbose)}
+
+
+def load_model_folder(folder: str | Path):
+    """The classifier of a model folder for prediction: transformers' (tfbert.modeling.load_classifier), or a
+    :class:`KerasClassifierView` of a Keras 3 one.
+
+    Example:
+        >>> load_model_folder("output/.../model").config.id2label  # doctest: +SKIP
+        {0: 'neg', 1: 'pos'}
+    """
+    if is_keras3_folder(folder):
+        from tfbert import keras_backend
+
+        return KerasClassifierView(keras_backend.load(folder))
+    from tfbert import modeling
+
+    return modeling.load_classifier(Path(folder))
 
 
 def keras_probabilities(model, encoded: dict, tokenizer, batch_size: int = 64):
@@ -71,37 +120,6 @@ def keras_probabilities(model, encoded: dict, tokenizer, batch_size: int = 64):
     return probabilities
 
 
-def keras_forward(model, uses_token_types: bool = True, weights_in_graph: bool = True):
-    """The Keras 3 classifier's float32 logits as a concrete function of int64 (input_ids, attention_mask,
-    token_type_ids), and whether its weights are graph constants (see tfbert.export.model_forward).
-
-    ``token_type_ids`` reach the model only when it has that input (and ``uses_token_types``): RoBERTa's,
-    XLM-R's and DistilBERT's have none, and the signature takes and ignores them, as for transformers' models.
-
-    Example:
-        >>> traced, constants = keras_forward(model)  # doctest: +SKIP
-    """
-    import tensorflow as tf
-
-    from tfbert.keras_serving import serving_rewrites
-
-    names = model_input_names(model)
-    ids_spec = tf.TensorSpec([None, None], tf.int64)
-
-    @tf.function(input_signature=[ids_spec, ids_spec, ids_spec])
-    def forward(input_ids, attention_mask, token_type_ids):
-        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        if not uses_token_types:
-            given["token_type_ids"] = tf.zeros_like(input_ids)
-        # The Keras inputs are int32; float32 logits whatever the dtype policy.
-        inputs = {name: tf.cast(given[name], tf.int32) for name in names}
-        return tf.cast(model(inputs, training=False), tf.float32)
-
-    with serving_rewrites(model):
-        traced = forward.get_concrete_function()
-    return export.freeze_weights(traced, model.weights, weights_in_graph)
-
-
 def export_saved_model_keras(model, tokenizer, *, id2label: dict[int, str], max_length: int, base_dir: str | Path,
                              truncation: str = "head", weights_in_graph: bool = True) -> Path:
     """Write the next numbered SavedModel version of a Keras 3 classifier under ``base_dir``; return its folder.
@@ -132,7 +150,7 @@ def export_saved_model_keras(model, tokenizer, *, id2label: dict[int, str], max_
         raise TfbertError(f"--max_length {max_length}: the model has only {positions} positions; "
                           f"use --max_length {positions} or less")
     return export.export_saved_model(model, tokenizer, id2label=id2label, max_length=max_length, base_dir=base_dir,
-                                     truncation=truncation, weights_in_graph=weights_in_graph, forward=keras_forward)
+                                     truncation=truncation, weights_in_graph=weights_in_graph)
 
 
 def export_tflite_keras(model, tokenizer, *, labels: list[str], max_length: int, truncation: str,
@@ -150,7 +168,6 @@ def export_tflite_keras(model, tokenizer, *, labels: list[str], max_length: int,
     import tensorflow as tf
 
     from tfbert.export_tflite import export_tflite
-    from tfbert.keras_serving import serving_rewrites
 
     names = model_input_names(model)
     spec = tf.TensorSpec([None, None], tf.int32)

@@ -22,6 +22,54 @@ import functools
 import math
 
 
+def is_keras3_classifier(model) -> bool:
+    """Whether ``model`` is a classifier from tfbert.keras_backend (not one of transformers' TF classes).
+
+    Example:
+        >>> is_keras3_classifier(tfbert.keras_backend.load("run/model"))  # doctest: +SKIP
+        True
+    """
+    return hasattr(model, "tfbert_settings")  # set by keras_backend on the classifiers it builds
+
+
+def model_input_names(model) -> list[str]:
+    """The names of the Keras 3 classifier's inputs (``token_type_ids`` only for BERT and ALBERT).
+
+    Example:
+        >>> model_input_names(model)  # doctest: +SKIP
+        ['input_ids', 'attention_mask', 'token_type_ids']
+    """
+    return list(model.input) if isinstance(model.input, dict) else [tensor.name for tensor in model.inputs]
+
+
+def trace_forward(model, uses_token_types: bool = True):
+    """The Keras 3 classifier's float32 logits, in its serving form, as a concrete function of int64
+    (input_ids, attention_mask, token_type_ids): what tfbert.export.model_forward freezes for the SavedModel.
+
+    ``token_type_ids`` reach the model only when it has that input (and ``uses_token_types``): RoBERTa's,
+    XLM-R's and DistilBERT's have none, and the signature takes and ignores them, as for transformers' models.
+
+    Example:
+        >>> traced = trace_forward(model)  # doctest: +SKIP
+    """
+    import tensorflow as tf
+
+    names = model_input_names(model)
+    ids_spec = tf.TensorSpec([None, None], tf.int64)
+
+    @tf.function(input_signature=[ids_spec, ids_spec, ids_spec])
+    def forward(input_ids, attention_mask, token_type_ids):
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        if not uses_token_types:
+            given["token_type_ids"] = tf.zeros_like(input_ids)
+        # The Keras inputs are int32; float32 logits whatever the dtype policy.
+        inputs = {name: tf.cast(given[name], tf.int32) for name in names}
+        return tf.cast(model(inputs, training=False), tf.float32)
+
+    with serving_rewrites(model):
+        return forward.get_concrete_function()
+
+
 @functools.lru_cache(maxsize=None)
 def _remapper_safe_layer_norm_class():
     import keras

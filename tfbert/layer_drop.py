@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from tfbert.keras_serving import is_keras3_classifier
+
 if TYPE_CHECKING:
     from tfbert.config import TrainConfig, TrainingConfig
     from tfbert.runs import Run
@@ -48,13 +50,9 @@ class KerasLayersLeftOut:
     left_out: list[int]
 
 
-def _is_keras3(model) -> bool:
-    return hasattr(model, "tfbert_settings")  # set by tfbert.keras_backend on the classifiers it builds
-
-
 def droppable_layers(model) -> int:
     """How many encoder layers have weights of their own (so that any of them can be left out); 0 if none do."""
-    if _is_keras3(model):
+    if is_keras3_classifier(model):
         from tfbert.keras_serving import encoder_layers
 
         return len(encoder_layers(model))
@@ -83,7 +81,7 @@ def without_layers(model, left_out: Sequence[int]):
     kept = [i for i in range(n_layers) if i not in left_out]
     if not kept or len(left_out) != len(requested) or not left_out <= set(range(n_layers)):
         raise ValueError(f"left_out={requested}: give distinct layers of 0..{n_layers - 1}, keeping one at least")
-    if _is_keras3(model):
+    if is_keras3_classifier(model):
         return KerasLayersLeftOut(model, sorted(left_out))
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = len(kept)
@@ -173,7 +171,7 @@ def leave_out_layers(model, score: Callable[[object], float], n_validation: int,
         return model, [], {}
     skipped = unresolvable(n_validation, settings.compact_max_f1_drop)
     if not skipped and droppable_layers(model) < 2:
-        skipped = f"{model.name if _is_keras3(model) else type(model).__name__} has no two encoder layers with " \
+        skipped = f"{model.name if is_keras3_classifier(model) else type(model).__name__} has no two encoder layers with " \
                   "weights of their own"
     if skipped:
         logger.info("compact export keeps every layer: %s", skipped)
@@ -205,11 +203,10 @@ def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_te
     """
     from tfbert import fused_ops, modeling, runtime
     from tfbert.evaluation import evaluate_predictions, split_metrics
+    from tfbert.export_keras import is_keras3_folder
     from tfbert.export_tflite import MODEL_FILE, export_tflite
     from tfbert.predictors import TFLitePredictor
     from tfbert.runs import folder_bytes
-
-    from tfbert.predictors import is_keras3_folder
 
     settings, data, label_names = config.training, config.data, prepared.label_names
     runtime.set_precision("float32")  # dynamic-range quantisation starts from the float32 weights

@@ -44,22 +44,9 @@ class Predictor(Protocol):
         ...
 
 
-def is_keras3_folder(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a Keras 3 classifier (tfbert.keras_backend.save: keras_classifier.json beside
-    config.json) rather than save_pretrained's files.
-
-    Example:
-        >>> is_keras3_folder("output/.../model")  # doctest: +SKIP
-        True
-    """
-    from tfbert.keras_backend import SETTINGS_FILE as KERAS_SETTINGS
-
-    return (Path(folder) / KERAS_SETTINGS).is_file() and (Path(folder) / "config.json").is_file()
-
-
 class KerasPredictor:
-    """Predictions from a model folder: save_pretrained's (tf_model.h5, config, tokenizer, tfbert.json), or a
-    Keras 3 classifier's (tfbert.keras_backend.save's files, tokenizer, tfbert.json).
+    """Predictions from a save_pretrained folder (tf_model.h5, config, tokenizer, tfbert.json), or from a Keras 3
+    model folder (tfbert.keras_backend.save's files instead of tf_model.h5: see tfbert.export_keras).
 
     Example:
         >>> KerasPredictor("output/.../model").predict(["great value"])  # doctest: +SKIP
@@ -68,23 +55,17 @@ class KerasPredictor:
 
     def __init__(self, folder: str | Path, batch_size: int = 64):
         from tfbert import modeling
+        from tfbert.export_keras import load_model_folder
 
         folder = Path(folder)
-        self.keras3 = is_keras3_folder(folder)
-        if self.keras3:
-            from tfbert import keras_backend
-
-            self.model = keras_backend.load(folder)
-            self.labels = list(keras_backend.settings_of(self.model)["label_names"])
-        else:
-            self.model = modeling.load_classifier(folder)
-            config = self.model.config
-            self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        self.model = load_model_folder(folder)
         settings = ModelSettings.read(folder)
         self.tokenizer = modeling.load_tokenizer(folder, settings.word_tokenizer)
         self.max_length = int(settings.max_length or modeling.model_max_length(folder, self.tokenizer))
         self.truncation = settings.truncation
         self.batch_size = batch_size
+        config = self.model.config
+        self.labels = [config.id2label[i] for i in range(config.num_labels)]
 
     def predict(self, texts: list[str], text_pairs: Optional[list[str]] = None) -> np.ndarray:
         import datasets
@@ -96,10 +77,6 @@ class KerasPredictor:
             return np.zeros((0, len(self.labels)), np.float32)
         encoded = encode_batch(self.tokenizer, list(texts), list(text_pairs) if text_pairs else None,
                                self.max_length, self.truncation, count_tokens=False)
-        if self.keras3:
-            from tfbert.export_keras import keras_probabilities
-
-            return keras_probabilities(self.model, encoded, self.tokenizer, self.batch_size)
         return predict_probabilities(self.model, datasets.Dataset.from_dict(encoded), self.tokenizer, self.batch_size)
 
 
