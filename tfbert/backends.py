@@ -122,8 +122,6 @@ def keras_problems(config) -> list[str]:
         (training.save_every, "--save_every works with --backend transformers only (Keras 3 runs keep no backups yet)"),
         (training.strategy in ("multi_worker", "tpu"),
          f"--strategy {training.strategy} is not wired for --backend keras; use auto, default or mirrored"),
-        (training.export_tflite and not compact_export_available(),
-         "--export_tflite is not available with --backend keras yet; drop it or use --backend transformers"),
         (model.keras_backend == "jax" and training.export_tflite,
          "--export_tflite needs --keras_backend tensorflow (the compact export traces the model in TensorFlow)"),
         (model.keras_backend == "jax" and training.strategy not in ("auto", "default"),
@@ -132,22 +130,6 @@ def keras_problems(config) -> list[str]:
          "--keras_backend jax: JAX is not installed (pip install jax), or use --keras_backend tensorflow"),
     ]
     return [message for failed, message in checks if failed]
-
-
-def compact_export_available() -> bool:
-    """Whether the compact (TFLite) export can take a Keras 3 model (tfbert.export_keras.export_tflite_keras)."""
-    return importlib.util.find_spec("tfbert.export_keras") is not None and _export_keras_has("export_tflite_keras")
-
-
-def saved_model_export_available() -> bool:
-    """Whether tfbert.export_keras (the Keras 3 model's SavedModel export) is present."""
-    return importlib.util.find_spec("tfbert.export_keras") is not None and _export_keras_has("export_saved_model_keras")
-
-
-def _export_keras_has(name: str) -> bool:
-    import importlib
-
-    return hasattr(importlib.import_module("tfbert.export_keras"), name)
 
 
 def select_keras_backend(name: str) -> None:

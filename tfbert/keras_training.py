@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 import time
@@ -170,7 +169,7 @@ def model_settings_of(context, prepared):
 def export(context, prepared, results) -> tuple[Optional[Path], Optional[dict]]:
     """experiment's export step for a Keras 3 run: model/ (renamed into place whole), then the SavedModel.
 
-    Returns the SavedModel's folder (None where tfbert.export_keras is not there) and metrics.json's compact entry.
+    Returns the SavedModel's folder and metrics.json's compact entry (None without --export_tflite).
     """
     import keras
 
@@ -182,9 +181,6 @@ def export(context, prepared, results) -> tuple[Optional[Path], Optional[dict]]:
     prepared.tokenizer.save_pretrained(staging)
     model_settings_of(context, prepared).write(staging)
     staging.rename(run.model_dir)
-    if importlib.util.find_spec("tfbert.export_keras") is None:
-        logger.warning("no SavedModel: this tfbert has no Keras 3 export (tfbert.export_keras)")
-        return None, None
     weights_in_graph = settings.export_weights == "constants"
     if keras.backend.backend() == "tensorflow":
         saved_model = export_folder(run.model_dir, run.saved_model_base, context.export_policy, weights_in_graph)

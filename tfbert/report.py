@@ -90,8 +90,8 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
         ("- `model/`: Keras 3 classifier (model.weights.h5, keras_classifier.json, config, tokenizer)"
          if (run.model_dir / "keras_classifier.json").is_file() else
          "- `model/`: save_pretrained folder (tf_model.h5, config, tokenizer)") + f" — `python infer.py --model {run.path}`",
-        *([f"- `{os.path.relpath(saved_model, run.path)}/`: SavedModel for TF Serving (base path "
-           f"`{run.saved_model_base}`)"] if saved_model else []),
+        f"- `{os.path.relpath(saved_model, run.path)}/`: SavedModel for TF Serving (base path "
+        f"`{run.saved_model_base}`)",
         *([_compact_line(metrics["compact"], run)] if "mib" in metrics.get("compact", {}) else []),
         "- `config.json` (every setting, versions, data fingerprint), `log.csv`, `metrics.json`, "
         "`classification_report.txt`, `errors.jsonl`, `predictions_*.jsonl`, `tensorboard/`",
