@@ -140,6 +140,12 @@ def test_run_folder_is_the_same_shape(keras_run):
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert json.loads((run / "model" / "tfbert.json").read_text())["backend"] == "keras"
+    import h5py
+
+    with h5py.File(run / "model" / "model.weights.h5") as weights:  # weights only; the checkpoint keeps AdamW's
+        assert "optimizer" not in weights
+    with h5py.File(run / "checkpoints" / "best.weights.h5") as checkpoint:
+        assert "optimizer" in checkpoint
     plots = keras_run["work"] / "plots" / run.relative_to(keras_run["work"] / "output")
     for name in ("loss.png", "metrics.png", "confusion_matrix_test.png", "lengths.png"):
         assert (plots / name).stat().st_size > 5000, name
