@@ -115,6 +115,9 @@ def explain_predictor(predictor, texts: Sequence[str], text_pairs: Optional[Sequ
     if not isinstance(predictor, KerasPredictor):
         raise TfbertError("--explain needs the Keras model: give --model a run folder or its model/ folder "
                           "(not a SavedModel, a compact/ export or --server)")
+    if hasattr(predictor.model, "keras_model"):  # tfbert.export_keras.KerasClassifierView
+        raise TfbertError("--explain reads transformers' embedding layers: it is not available for a model trained "
+                          "with --backend keras yet; predict without --explain")
     return explain(predictor.model, predictor.tokenizer, texts, text_pairs, steps=steps,
                    max_length=predictor.max_length, truncation=predictor.truncation)
 

@@ -84,10 +84,37 @@ def _measure_compact(folder: Path, texts: list[str], labels: np.ndarray, label_n
     }
 
 
+def _compact_export_possible(argv: list[str]) -> bool:
+    """Whether the run may get --export_tflite: not with Keras 3 on JAX (the compact export traces in TensorFlow)."""
+    from tfbert.config import TrainConfig, build_parser, parse_sections
+
+    parser = build_parser("python -m tfbert.bench", BENCH_DESCRIPTION)
+    return TrainConfig(*parse_sections(parser, argv)).model.keras_backend != "jax"
+
+
+def _non_embedding_parameters(folder: Path, backend: str) -> int:
+    """Parameters outside the embedding tables, in float32 (the model FLOPs utilisation counts these)."""
+    if backend == "keras":
+        import keras
+
+        from tfbert import keras_backend
+
+        keras.mixed_precision.set_global_policy("float32")
+        weights = [(v.path, v.shape) for v in keras_backend.load(folder).weights]
+    else:
+        import tensorflow as tf
+
+        from tfbert import modeling
+
+        tf.keras.mixed_precision.set_global_policy("float32")
+        weights = [(v.name, v.shape) for v in modeling.load_classifier(folder).weights]
+    return sum(int(np.prod(shape)) for name, shape in weights if "embedding" not in name)
+
+
 BENCH_DESCRIPTION = (
     "Train with train.py's flags, then measure the SavedModel and the compact export; print one JSON object. "
     "It always adds --export_tflite, --patience 0 (every epoch runs), --quiet, and --output_dir/--plots_dir "
-    "in a temporary folder, whatever is given for them."
+    "in a temporary folder, whatever is given for them (--export_tflite not with --keras_backend jax)."
 )
 
 
@@ -98,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     workdir = Path(tempfile.mkdtemp(prefix="tfbert-bench-"))
     forced = ["--quiet", "--output_dir", str(workdir / "output"), "--plots_dir", str(workdir / "plots"),
-              "--patience", "0", "--export_tflite"]
+              "--patience", "0"] + (["--export_tflite"] if _compact_export_possible(argv) else [])
     config = parse_train_args(argv + forced, prog="python -m tfbert.bench", description=BENCH_DESCRIPTION)
     setup_logging(quiet=True, verbose=config.training.verbose)
     from tfbert import runtime
@@ -111,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = json.loads((run / "metrics.json").read_text())
     resolved = json.loads((run / "config.json").read_text())["resolved"]
 
-    from tfbert import modeling, runs, runtime
+    from tfbert import runs, runtime
     from tfbert.data.corpus import load_corpus
     from tfbert.evaluation import evaluate_predictions
     from tfbert.predictors import SavedModelPredictor
@@ -124,14 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         lambda texts: predictor.predict(texts, sort_by_length=False), test_texts, passes=1)
     latencies = _latencies_ms(predictor.predict, test_texts[:100])
 
-    import tensorflow as tf
-
-    tf.keras.mixed_precision.set_global_policy("float32")
-    model = modeling.load_classifier(run / "model")
-    n_params = sum(int(np.prod(v.shape)) for v in model.weights if "embeddings" not in v.name)
+    n_params = _non_embedding_parameters(run / "model", resolved["backend"])
     tokens_per_second = metrics["train_tokens_per_second_after_first_step"]
     report = {
         "run_dir": str(run),
+        "backend": resolved["backend"],
         "precision_policy": metrics["precision_policy"],
         "n_train": corpus.sizes()["train"],
         "n_test": len(test_texts),
@@ -154,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         "single_text_latency_ms_p99": _percentile(latencies, 0.99),
         "saved_model_mib": round(runs.folder_bytes(predictor.path) / 2**20, 1),
     }
-    if "error" in metrics["compact"]:  # the benchmark reports what failed instead of hiding it
+    if "compact" not in metrics:
+        report["compact_error"] = "no compact export with --keras_backend jax"
+    elif "error" in metrics["compact"]:  # the benchmark reports what failed instead of hiding it
         report["compact_error"] = metrics["compact"]["error"]
     else:
         report.update(_measure_compact(run / "compact", test_texts, test_labels, corpus.label_names,

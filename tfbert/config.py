@@ -128,6 +128,15 @@ class ModelConfig:
     head_hidden_size: int = setting(
         "with --freeze_encoder: hidden units of a small MLP head (0: a linear head)", default=0
     )
+    backend: str = setting(
+        "model layer: keras (Keras 3, keras-hub: BERT, ALBERT, DistilBERT, RoBERTa, XLM-R), transformers "
+        "(transformers' TF classes on Keras 2), or auto (picks one; config.json records which and why)",
+        default="auto", meta={"choices": ["auto", "keras", "transformers"]},
+    )
+    keras_backend: str = setting(
+        "with --backend keras: what Keras 3 runs on (jax needs JAX installed and one device)",
+        default="tensorflow", meta={"choices": ["tensorflow", "jax"]},
+    )
 
 
 @dataclass
@@ -330,10 +339,19 @@ def validate(config: TrainConfig) -> None:
         (m.head_hidden_size and not m.freeze_encoder,
          "--head_hidden_size needs --freeze_encoder (the MLP head is for a frozen encoder)"),
         *((True, problem) for problem in data_problems(d)),
+        *((True, problem) for problem in backend_problems(config)),
         (d.dataset and d.train_file, "give either --dataset or --train_file, not both"),
         ((d.validation_file or d.test_file) and not d.train_file, "--validation_file/--test_file need --train_file"),
         (ratio_problem, ratio_problem),
     ])
+
+
+def backend_problems(config: TrainConfig) -> list[str]:
+    """The settings --backend keras cannot honour (see tfbert.backends)."""
+    from tfbert.backends import keras_problems
+
+    return keras_problems(config) if config.model.backend == "keras" else (
+        ["--keras_backend jax needs --backend keras"] if config.model.keras_backend != "tensorflow" else [])
 
 
 def raise_problems(checks: list[tuple[Any, str]]) -> None:

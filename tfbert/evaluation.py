@@ -104,7 +104,8 @@ def predict_probabilities(model, encoded, tokenizer, batch_size: int = 64) -> np
 
     order = prediction_order(encoded)
     batches = inference_dataset(encoded, tokenizer, batch_size, order=order)
-    logits = model.predict(batches, verbose=0)["logits"]
+    outputs = model.predict(batches, verbose=0)
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs  # transformers' output dict; Keras 3's array
     sorted_probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1).numpy()
     probabilities = np.empty_like(sorted_probabilities)
     probabilities[order] = sorted_probabilities

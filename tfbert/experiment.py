@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tfbert import baseline, distribution, resume, runs, runtime
+from tfbert import backends, baseline, distribution, keras_training, resume, runs, runtime
 from tfbert.config import TrainConfig
 from tfbert.diagnose import library_versions
 from tfbert.errors import TfbertError
@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_PAD_MULTIPLE = 8
 
 
-
 @dataclass
 class Prepared:
     """What the run reads, loaded and checked before anything is written."""
@@ -43,6 +42,7 @@ class Prepared:
     tokenizer: Any
     checkpoint: Path  # the model to fine-tune, resolved to a folder
     checks: Any  # tfbert.data.checks.DataChecks: unknown-token share, overlap, warnings
+    backend: Any = None  # tfbert.backends.Backend: the model layer that trains (keras | transformers), and why
     train_lengths: np.ndarray = field(repr=False, default=None)  # tokens per training text, before truncation
     gold: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # label ids of validation and test
 
@@ -131,6 +131,7 @@ def prepare(config: TrainConfig, report=print) -> Prepared:
     data, model_settings = config.data, config.model
     corpus = load_corpus(data, seed=config.training.seed)
     checkpoint = resolve_checkpoint(model_settings.model_name)
+    backend = backends.for_run(config, checkpoint)  # before tokenising: a refused --backend keras fails at once
     tokenizer = load_tokenizer(checkpoint, model_settings.word_tokenizer)
     limit = model_max_length(checkpoint, tokenizer)
     if data.max_length > limit:
@@ -138,7 +139,7 @@ def prepare(config: TrainConfig, report=print) -> Prepared:
     encoded = tokenize(corpus.splits, tokenizer, data.max_length, data.truncation, data.tokenization_cache())
     checks = check_data(corpus, encoded, tokenizer, model_settings.model_name)
     prepared = Prepared(corpus=corpus, encoded=encoded, tokenizer=tokenizer, checkpoint=checkpoint, checks=checks,
-                        train_lengths=np.asarray(encoded["train"]["n_tokens"]))
+                        train_lengths=np.asarray(encoded["train"]["n_tokens"]), backend=backend)
     report(_describe_data(prepared, data.max_length))
     for warning in checks.warnings:  # now, so that a user can stop the run; the summary repeats them
         logger.warning(warning)
@@ -161,7 +162,7 @@ def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
     strategy = distribution.select_strategy(settings.strategy, settings.tpu, settings.batch_size)  # before TF's 1st op
     policy = runtime.resolve_precision(settings.precision)
     runtime.set_precision(policy)
-    fused = runtime.use_fused_ops(settings.fused_ops)
+    fused = runtime.use_fused_ops(settings.fused_ops) and not prepared.backend.is_keras  # they rewrite transformers'
     runtime.set_seed(settings.seed, settings.deterministic)
     output_dir, plots_dir, scratch = distribution.run_roots(strategy, settings.output_dir, settings.plots_dir)
     # Only the chief resumes a run folder; the other workers of a cluster write into a scratch folder.
@@ -187,6 +188,7 @@ def _write_config(context: RunContext, prepared: Prepared) -> None:
         "settings": config.to_dict(),
         "resolved": {
             "checkpoint": str(prepared.checkpoint),
+            **prepared.backend.describe(),
             "precision_policy": context.policy,
             "fused_ops": context.fused,
             "export_precision_policy": context.export_policy,
@@ -216,6 +218,8 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
     from tfbert.data.pipeline import training_dataset
     from tfbert.evaluation import split_metrics
 
+    if prepared.backend.is_keras:
+        return Results(*keras_training.fit(context, prepared), peak_rss_mib_training=runtime.peak_rss_mib())
     settings, encoded = context.config.training, prepared.encoded
     n_train = len(encoded["train"])
     update_batch = settings.batch_size * settings.grad_accum_steps  # examples per optimizer update
@@ -301,6 +305,8 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
     from tfbert.layer_drop import export_compact
     from tfbert.model_settings import ModelSettings
 
+    if prepared.backend.is_keras:
+        return keras_training.export(context, prepared, results)
     config, run = context.config, context.run
     data, settings, model_settings = config.data, config.training, config.model
     staging = run.path / "model.partial"

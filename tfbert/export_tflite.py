@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from tfbert.errors import TfbertError
 from tfbert.model_settings import ModelSettings
@@ -36,10 +36,12 @@ FORMAT = "tflite, dynamic-range int8 weights, float32 activations, builtin ops o
 
 def export_tflite(model, tokenizer, *, labels: list[str], max_length: int, truncation: str,
                   folder: str | Path, word_tokenizer: Optional[str] = None,
-                  left_out_layers: Sequence[int] = ()) -> Path:
+                  left_out_layers: Sequence[int] = (), logits: Optional[Callable] = None) -> Path:
     """Convert a float32 classifier to ``folder/model_int8.tflite`` with its tokenizer and settings
     (``left_out_layers``: encoder layers of the trained model that ``model`` leaves out, recorded there).
 
+    ``logits(inputs)`` gives float32 logits for a dict of int32 input tensors; by default transformers' model
+    call (tfbert.export_keras.export_tflite_keras passes the Keras 3 model's).
     The folder is written under a temporary name and renamed into place, so it is whole or absent.
     """
     import tensorflow as tf
@@ -50,8 +52,10 @@ def export_tflite(model, tokenizer, *, labels: list[str], max_length: int, trunc
     uses_token_types = "token_type_ids" in tokenizer.model_input_names
     spec = tf.TensorSpec([None, None], tf.int32)
 
-    def logits(inputs):
+    def transformers_logits(inputs):
         return tf.cast(model(inputs, training=False).logits, tf.float32)
+
+    logits = logits or transformers_logits
 
     if uses_token_types:
         @tf.function(input_signature=[spec, spec, spec])

@@ -250,7 +250,12 @@ def save(model, folder: Union[str, Path]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(json.dumps(json.loads(model.tfbert_config), indent=2), encoding="utf-8")
     (folder / SETTINGS_FILE).write_text(json.dumps(settings_of(model), indent=2), encoding="utf-8")
-    model.save_weights(str(folder / WEIGHTS_FILE))
+    # A compiled model's save_weights also writes its optimizer's variables (AdamW: twice the weights again);
+    # the model folder holds the weights only. keras.Model.save_weights has no way to leave them out.
+    from keras.src.saving import saving_lib
+
+    optimizer = getattr(model, "optimizer", None)
+    saving_lib.save_weights_only(model, str(folder / WEIGHTS_FILE), objects_to_skip=[optimizer] if optimizer else None)
     return folder
 
 

@@ -26,34 +26,41 @@ def _schedule_class():
 
     @keras.saving.register_keras_serializable(package="tfbert")
     class LinearWarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
-        """:func:`tfbert.training.learning_rate_at` as a Keras 3 schedule of the optimizer's step."""
+        """:func:`tfbert.training.learning_rate_at` as a Keras 3 schedule of the optimizer's step.
 
-        def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+        With gradient accumulation Keras 3 calls the schedule with its count of micro-batches: dividing it by
+        ``accumulation_steps`` gives the number of updates, the step the schedule is written in.
+        """
+
+        def __init__(self, peak: float, warmup_steps: int, total_steps: int, accumulation_steps: int = 1):
             self.peak, self.warmup_steps, self.total_steps = float(peak), int(warmup_steps), int(total_steps)
+            self.accumulation_steps = int(accumulation_steps)
 
         def __call__(self, step):
             from keras import ops
 
-            step = ops.cast(step, "float32")
+            step = ops.cast(ops.floor_divide(step, self.accumulation_steps), "float32")
             warmup = float(self.warmup_steps)
             rising = self.peak * step / max(warmup, 1.0)
             falling = self.peak * ops.maximum(0.0, (self.total_steps - step) / max(self.total_steps - warmup, 1.0))
             return ops.where(step < warmup, rising, falling)
 
         def get_config(self):
-            return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+            return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                    "accumulation_steps": self.accumulation_steps}
 
     return LinearWarmupDecay
 
 
-def linear_warmup_decay(peak: float, warmup_steps: int, total_steps: int):
-    """A Keras 3 LearningRateSchedule: linear warm-up to ``peak``, then linear decay to 0 at ``total_steps``.
+def linear_warmup_decay(peak: float, warmup_steps: int, total_steps: int, accumulation_steps: int = 1):
+    """A Keras 3 LearningRateSchedule: linear warm-up to ``peak``, then linear decay to 0 at ``total_steps``
+    (steps counted in optimizer updates; ``accumulation_steps`` micro-batches make one update).
 
     Example:
         >>> float(linear_warmup_decay(5e-5, 100, 1000)(50))  # doctest: +SKIP
         2.5e-05
     """
-    return _schedule_class()(peak, warmup_steps, total_steps)
+    return _schedule_class()(peak, warmup_steps, total_steps, accumulation_steps)
 
 
 def decay_exempt_variables(model) -> list:
@@ -83,14 +90,16 @@ def decay_exempt_variables(model) -> list:
     return exempt
 
 
-def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int):
+def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int,
+                   accumulation_steps: int = 1):
     """Keras 3 AdamW with tfbert's schedule and clipping; no weight decay on LayerNorm and bias.
 
     Args:
         model: the classifier whose trainable variables the optimizer will update (build it first).
         lr: the peak learning rate, reached after ``warmup_steps``.
         weight_decay: decoupled weight decay on the remaining variables.
-        warmup_steps, total_steps: the schedule, in optimizer steps.
+        warmup_steps, total_steps: the schedule, in optimizer updates.
+        accumulation_steps: batches whose mean gradient makes one update (Keras 3's gradient accumulation).
 
     Example:
         >>> optimizer = make_optimizer(model, 5e-5, 0.01, warmup_steps=10, total_steps=100)  # doctest: +SKIP
@@ -98,10 +107,11 @@ def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, tot
     import keras
 
     optimizer = keras.optimizers.AdamW(
-        learning_rate=linear_warmup_decay(lr, warmup_steps, total_steps),
+        learning_rate=linear_warmup_decay(lr, warmup_steps, total_steps, accumulation_steps),
         weight_decay=weight_decay,
         epsilon=1e-8,
         global_clipnorm=1.0,  # as the Hugging Face Trainer (max_grad_norm=1.0) and the Keras 2 path
+        gradient_accumulation_steps=accumulation_steps if accumulation_steps > 1 else None,  # Keras wants >= 2
     )
     exempt = decay_exempt_variables(model)
     optimizer.exclude_from_weight_decay(var_list=exempt)

@@ -26,6 +26,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
+import numpy as np
+
+from tfbert.keras_serving import is_keras3_classifier
+
 if TYPE_CHECKING:
     from tfbert.config import TrainConfig, TrainingConfig
     from tfbert.runs import Run
@@ -37,8 +41,21 @@ logger = logging.getLogger(__name__)
 _LAYER_INDEX = re.compile(r"/layer_\._(\d+)/")
 
 
+@dataclass
+class KerasLayersLeftOut:
+    """A Keras 3 classifier without some encoder layers: keras-hub's layers are skipped when it is called or
+    traced inside tfbert.keras_serving.serving_rewrites(model, left_out=...), not removed from the model."""
+
+    model: Any
+    left_out: list[int]
+
+
 def droppable_layers(model) -> int:
     """How many encoder layers have weights of their own (so that any of them can be left out); 0 if none do."""
+    if is_keras3_classifier(model):
+        from tfbert.keras_serving import encoder_layers
+
+        return len(encoder_layers(model))
     indices = {int(match.group(1)) for weight in model.weights if (match := _LAYER_INDEX.search(weight.name))}
     return len(indices) if indices == set(range(model.config.num_hidden_layers)) else 0
 
@@ -49,7 +66,8 @@ def _own_name(weight, model) -> str:
 
 
 def without_layers(model, left_out: Sequence[int]):
-    """A new classifier of the same class whose encoder skips the layers ``left_out`` (0-based).
+    """A new classifier of the same class whose encoder skips the layers ``left_out`` (0-based); for a Keras 3
+    classifier, a :class:`KerasLayersLeftOut` view of it.
 
     Every other weight (embeddings, kept layers in order, pooler, head, an MLP head too) is copied, so the
     new model computes what the old one computes with those layers removed from the residual stack.
@@ -63,6 +81,8 @@ def without_layers(model, left_out: Sequence[int]):
     kept = [i for i in range(n_layers) if i not in left_out]
     if not kept or len(left_out) != len(requested) or not left_out <= set(range(n_layers)):
         raise ValueError(f"left_out={requested}: give distinct layers of 0..{n_layers - 1}, keeping one at least")
+    if is_keras3_classifier(model):
+        return KerasLayersLeftOut(model, sorted(left_out))
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = len(kept)
     smaller = type(model)(config)
@@ -151,7 +171,8 @@ def leave_out_layers(model, score: Callable[[object], float], n_validation: int,
         return model, [], {}
     skipped = unresolvable(n_validation, settings.compact_max_f1_drop)
     if not skipped and droppable_layers(model) < 2:
-        skipped = f"{type(model).__name__} has no two encoder layers with weights of their own"
+        skipped = f"{model.name if is_keras3_classifier(model) else type(model).__name__} has no two encoder layers with " \
+                  "weights of their own"
     if skipped:
         logger.info("compact export keeps every layer: %s", skipped)
         return model, [], {"skipped": skipped}
@@ -173,6 +194,8 @@ def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_te
     """Write ``run.compact_dir`` (TFLite int8) from the run's saved model folder, leaving out the encoder layers
     the validation split can spare, and measure its test macro-F1 against the model's; return metrics.json's
     ``compact`` entry. ``prepared`` is the run's tfbert.experiment.Prepared (encoded splits, tokenizer, labels).
+    A Keras 3 run's model folder (tfbert.keras_backend.save's files) goes through export_keras.export_tflite_keras,
+    its layers left out at trace time.
 
     Example:
         >>> export_compact(run, prepared, config, model_test_macro_f1=0.90)["test_macro_f1_change"]  # doctest: +SKIP
@@ -180,32 +203,57 @@ def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_te
     """
     from tfbert import fused_ops, modeling, runtime
     from tfbert.evaluation import evaluate_predictions, split_metrics
+    from tfbert.export_keras import is_keras3_folder
     from tfbert.export_tflite import MODEL_FILE, export_tflite
     from tfbert.predictors import TFLitePredictor
     from tfbert.runs import folder_bytes
 
     settings, data, label_names = config.training, config.data, prepared.label_names
     runtime.set_precision("float32")  # dynamic-range quantisation starts from the float32 weights
-    model = modeling.load_classifier(run.model_dir)
+    keras3 = is_keras3_folder(run.model_dir)
+    if keras3:
+        import keras
+
+        from tfbert import keras_backend
+        from tfbert.export_keras import export_tflite_keras, keras_probabilities
+        from tfbert.keras_serving import serving_rewrites
+
+        keras.mixed_precision.set_global_policy("float32")
+        model = keras_backend.load(run.model_dir)
+    else:
+        model = modeling.load_classifier(run.model_dir)
 
     def validation_macro_f1(candidate) -> float:
-        return split_metrics(candidate, prepared.encoded["validation"], prepared.tokenizer, label_names,
-                             settings.batch_size * 2)["macro_f1"]
+        split = prepared.encoded["validation"]
+        if not keras3:
+            return split_metrics(candidate, split, prepared.tokenizer, label_names, settings.batch_size * 2)["macro_f1"]
+        view = candidate if isinstance(candidate, KerasLayersLeftOut) else KerasLayersLeftOut(candidate, [])
+        with serving_rewrites(view.model, left_out=view.left_out):
+            probabilities = keras_probabilities(view.model, split, prepared.tokenizer, settings.batch_size * 2)
+        return evaluate_predictions(probabilities, np.asarray(split["label"]), label_names).metrics["macro_f1"]
 
     model, left_out, layer_search = leave_out_layers(model, validation_macro_f1, len(prepared.encoded["validation"]),
                                                      settings)
-    # 2-D Dense and tf.nn.gelu convert to FULLY_CONNECTED and TFLite's GELU: 6-8 % more texts/s on AG News.
-    fused_ops.fuse(model, for_serving=True)
-    folder = export_tflite(model, prepared.tokenizer, labels=label_names, max_length=data.max_length,
-                           truncation=data.truncation, folder=run.compact_dir,
-                           word_tokenizer=config.model.word_tokenizer, left_out_layers=left_out)
+    if keras3:  # the serving rewrites (2-D projections, first-token last layer) are applied while it is traced
+        model = model.model if isinstance(model, KerasLayersLeftOut) else model
+        n_layers = droppable_layers(model) - len(left_out) or None  # None: ALBERT's shared layers, not counted
+        folder = export_tflite_keras(model, prepared.tokenizer, labels=label_names, max_length=data.max_length,
+                                     truncation=data.truncation, folder=run.compact_dir,
+                                     word_tokenizer=config.model.word_tokenizer, left_out_layers=left_out)
+    else:
+        # 2-D Dense and tf.nn.gelu convert to FULLY_CONNECTED and TFLite's GELU: 6-8 % more texts/s on AG News.
+        fused_ops.fuse(model, for_serving=True)
+        n_layers = model.config.num_hidden_layers
+        folder = export_tflite(model, prepared.tokenizer, labels=label_names, max_length=data.max_length,
+                               truncation=data.truncation, folder=run.compact_dir,
+                               word_tokenizer=config.model.word_tokenizer, left_out_layers=left_out)
     test_split = prepared.encoded["test"]
     token_types = test_split["token_type_ids"] if "token_type_ids" in test_split.column_names else None
     probabilities = TFLitePredictor(folder).predict_ids(test_split["input_ids"], token_types)
     macro_f1 = evaluate_predictions(probabilities, prepared.labels("test"), label_names).metrics["macro_f1"]
     size = (folder / MODEL_FILE).stat().st_size
     return {"format": "tflite dynamic-range int8", "path": str(folder.relative_to(run.path) / MODEL_FILE),
-            "encoder_layers": model.config.num_hidden_layers, "left_out_layers": left_out,
+            "encoder_layers": n_layers, "left_out_layers": left_out,
             **({"layer_search": layer_search} if layer_search else {}),
             "mib": round(size / 2**20, 2), "size_vs_saved_model": round(size / folder_bytes(run.saved_model_base), 3),
             "test_macro_f1": macro_f1, "test_macro_f1_change": round(macro_f1 - model_test_macro_f1, 4)}

@@ -45,7 +45,8 @@ class Predictor(Protocol):
 
 
 class KerasPredictor:
-    """Predictions from a save_pretrained folder (tf_model.h5, config, tokenizer, tfbert.json).
+    """Predictions from a save_pretrained folder (tf_model.h5, config, tokenizer, tfbert.json), or from a Keras 3
+    model folder (tfbert.keras_backend.save's files instead of tf_model.h5: see tfbert.export_keras).
 
     Example:
         >>> KerasPredictor("output/.../model").predict(["great value"])  # doctest: +SKIP
@@ -54,9 +55,10 @@ class KerasPredictor:
 
     def __init__(self, folder: str | Path, batch_size: int = 64):
         from tfbert import modeling
+        from tfbert.export_keras import load_model_folder
 
         folder = Path(folder)
-        self.model = modeling.load_classifier(folder)
+        self.model = load_model_folder(folder)
         settings = ModelSettings.read(folder)
         self.tokenizer = modeling.load_tokenizer(folder, settings.word_tokenizer)
         self.max_length = int(settings.max_length or modeling.model_max_length(folder, self.tokenizer))

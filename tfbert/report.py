@@ -87,8 +87,9 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
         "",
         "## Files",
         "",
-        "- `model/`: save_pretrained folder (tf_model.h5, config, tokenizer) — `python infer.py --model "
-        f"{run.path}`",
+        ("- `model/`: Keras 3 classifier (model.weights.h5, keras_classifier.json, config, tokenizer)"
+         if (run.model_dir / "keras_classifier.json").is_file() else
+         "- `model/`: save_pretrained folder (tf_model.h5, config, tokenizer)") + f" — `python infer.py --model {run.path}`",
         f"- `{os.path.relpath(saved_model, run.path)}/`: SavedModel for TF Serving (base path "
         f"`{run.saved_model_base}`)",
         *([_compact_line(metrics["compact"], run)] if "mib" in metrics.get("compact", {}) else []),

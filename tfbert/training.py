@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
 from tfbert import distribution
+from tfbert.fit_callbacks import (MONITOR, FitResult, fit_result, progress_interval, step_progress,  # noqa: F401
+                                   step_timer, validation_metrics)
 
 logger = logging.getLogger(__name__)
 
 NO_DECAY_ROLES = ("LayerNorm", "layer_norm", "LayerNormalization")
-MONITOR = "val_macro_f1"
 CHECKPOINT_DIR = "checkpoints"  # under the run folder: the best epoch's weights and optimizer state
 
 
@@ -108,24 +108,6 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, flo
     return result
 
 
-def _validation_callback_class():
-    import tensorflow as tf
-
-    class ValidationMetrics(tf.keras.callbacks.Callback):
-        """Adds val_loss, val_accuracy and val_macro_f1 (from one prediction pass) to each epoch's logs."""
-
-        def __init__(self, evaluate: Callable[[], dict]):
-            super().__init__()
-            self.evaluate = evaluate
-
-        def on_epoch_end(self, epoch, logs=None):
-            metrics = self.evaluate()
-            if logs is not None:
-                logs.update({f"val_{k}": metrics[k] for k in ("loss", "accuracy", "macro_f1", "weighted_f1")})
-
-    return ValidationMetrics
-
-
 def accumulate_gradients(model, micro_batches: int) -> None:
     """Make ``model.fit`` split each batch into ``micro_batches`` parts run one after another, summing
     their gradients into one optimizer update: the update of the whole batch, the memory of one part.
@@ -202,56 +184,6 @@ def _best_weights_class():
     return BestWeights
 
 
-@dataclass
-class FitResult:
-    history: dict
-    best_epoch: int
-    epochs_run: int
-    train_seconds: float
-    train_examples_per_second: float
-    steady_examples_per_second: float  # after the first step, which traces and compiles the graph
-    steady_tokens_per_second: float
-
-
-def _step_timer_class():
-    import time
-
-    import tensorflow as tf
-
-    class StepTimer(tf.keras.callbacks.Callback):
-        """Wall time of the first training step (tracing, compiling) and of the training steps in all."""
-
-        def __init__(self):
-            super().__init__()
-            self.first_step = self.steps = self.seconds = 0.0
-            self._started = None
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self._started = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            elapsed = time.perf_counter() - self._started
-            if self.steps == 0:
-                self.first_step = elapsed
-            self.steps += 1
-            self.seconds += elapsed
-
-    return StepTimer
-
-
-PROGRESS_LINES_PER_EPOCH = 15
-
-
-def progress_interval(steps_per_epoch: int, every: int = 0) -> int:
-    """Steps between two progress lines: ``every`` if given, else enough for ~15 lines per epoch.
-
-    Example:
-        >>> progress_interval(1000), progress_interval(7), progress_interval(1000, every=50)
-        (67, 1, 50)
-    """
-    return every or max(1, round(steps_per_epoch / PROGRESS_LINES_PER_EPOCH))
-
-
 def progress_mode(settings, steps_per_epoch: int, terminal: bool) -> tuple[int, int]:
     """Keras' verbosity and the steps between progress lines (0: none) for ``settings`` (TrainingConfig): a bar
     on a terminal; elsewhere a line per epoch and lines within it, as a redrawn bar is unreadable in a log;
@@ -266,40 +198,6 @@ def progress_mode(settings, steps_per_epoch: int, terminal: bool) -> tuple[int, 
     if terminal:
         return 1, 0
     return 2, progress_interval(steps_per_epoch, settings.log_every)
-
-
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
-
-
-def step_progress(steps_per_epoch: int, examples_per_step: int, every: int, write: Callable[[str], None] = logger.info):
-    """A Keras callback writing a line every ``every`` steps (and at each epoch's last): the epoch, step/steps,
-    examples/s and the epoch's ETA. For output that is not a terminal, where Keras' bar cannot redraw.
-
-    Example:
-        >>> model.fit(data, steps_per_epoch=150, callbacks=[step_progress(150, 32, every=10)])  # doctest: +SKIP
-        epoch 1/3 · step 10/150 · 412.5 examples/s · ETA 0:11
-    """
-    import time
-
-    import tensorflow as tf
-
-    class StepProgress(tf.keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch, self.started = epoch + 1, time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            step = batch + 1
-            if step % every and step != steps_per_epoch:
-                return
-            elapsed = max(time.perf_counter() - self.started, 1e-9)
-            eta = elapsed / step * (steps_per_epoch - step)
-            write(f"epoch {self.epoch}/{self.params.get('epochs', '?')} · step {step}/{steps_per_epoch} · "
-                  f"{step * examples_per_step / elapsed:.1f} examples/s · ETA {_clock(eta)}")
-
-    return StepProgress()
 
 
 def fit(
@@ -345,13 +243,13 @@ def fit(
         # already trained on continues the seeded stream (shuffle, buckets, repeat) where it stopped.
         train_data = train_data.skip(restored.batches_done(steps_per_epoch))
         write_log_csv(run_dir / "log.csv", restored.callbacks.get("epoch_logs", []))  # the backup's epochs, once
-    timer = _step_timer_class()()
+    timer = step_timer()
     best = tf.keras.callbacks.ModelCheckpoint(
         str(checkpoint), monitor=MONITOR, mode="max", save_best_only=True, save_weights_only=True)
     early = tf.keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=patience) if patience else None
     callbacks = [
         timer,
-        _validation_callback_class()(evaluate_validation),
+        validation_metrics(evaluate_validation),
         best,
         tf.keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True),
         tf.keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0),
@@ -373,23 +271,8 @@ def fit(
             model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                       class_weight=class_weight, verbose=verbose)
     seconds = time.perf_counter() - started
-    history = {key: [logs.get(key, math.nan) for logs in backup.epoch_logs] for key in backup.epoch_logs[0]}
-    scores = history[MONITOR]
-    best_epoch = int(np.argmax(scores)) + 1
     if keeper:
         model.set_weights(keeper.weights)
     else:
         model.load_weights(str(checkpoint)).expect_partial()
-    epochs_run = len(scores)
-    # Steady-state rates: all steps but the first, whose time is mostly tracing and compilation.
-    steady_seconds = timer.seconds - timer.first_step
-    steady_share = (timer.steps - 1) / timer.steps if timer.steps > 1 else math.nan
-    return FitResult(
-        history=history,
-        best_epoch=best_epoch,
-        epochs_run=epochs_run,
-        train_seconds=seconds,
-        train_examples_per_second=n_train * epochs_run / seconds if seconds else math.nan,
-        steady_examples_per_second=n_train * epochs_run * steady_share / steady_seconds if steady_seconds > 0 else math.nan,
-        steady_tokens_per_second=n_train_tokens * epochs_run * steady_share / steady_seconds if steady_seconds > 0 else math.nan,
-    )
+    return fit_result(backup.epoch_logs, timer, seconds, n_train, n_train_tokens)
