@@ -26,8 +26,9 @@ def main() -> int:
         choice = choose_export(model_path, explain=config.explain)
         logging.getLogger("infer").info("answering with %s: %s", choice.path, choice.reason)
     runtime.quiet_libraries()
-    if config.server or choice.kind != "compact":
+    if not config.server and choice.kind != "compact":
         runtime.import_tensorflow(config.verbose)
+        runtime.optimise_graphs_for(len(texts))
     from tfbert.predictors import load_predictor
 
     predictor = load_predictor(None if config.server else str(choice.path), config.output_dir, config.server)

@@ -186,6 +186,7 @@ def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_te
     from tfbert.predictors import TFLitePredictor
     from tfbert.runs import folder_bytes
 
+    started = time.time()
     settings, data, label_names = config.training, config.data, prepared.label_names
     runtime.set_precision("float32")  # dynamic-range quantisation starts from the float32 weights
     model = modeling.load_classifier(run.model_dir)
@@ -216,4 +217,4 @@ def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_te
             **({"layer_search": layer_search} if layer_search else {}),
             "mib": round(size / 2**20, 2), "size_vs_saved_model": round(size / folder_bytes(run.saved_model_base), 3),
             "test_macro_f1": macro_f1, "test_macro_f1_change": round(macro_f1 - model_test_macro_f1, 4),
-            "test_label_agreement": agreement}
+            "test_label_agreement": agreement, "seconds": round(time.time() - started, 1)}

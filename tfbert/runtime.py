@@ -233,6 +233,30 @@ def import_tensorflow(verbose: bool = False):
     return tf
 
 
+# Up to this many texts, a process that predicts once spends longer in Grappler's optimisation of the first call
+# than the optimised graph saves it (measured in docs/benchmarks.md, "A person's first prediction").
+FEW_TEXTS = 64
+
+
+def optimise_graphs_for(n_texts: int) -> bool:
+    """Turn TensorFlow's graph optimiser (Grappler) off in a process that will predict ``n_texts`` <= FEW_TEXTS
+    texts once; return whether it stays on.
+
+    Grappler rewrites a function's graph at its first call (constant folding over the weights, op fusions): seconds
+    that pay off over many batches, not over one text.
+
+    Example:
+        >>> optimise_graphs_for(1)  # doctest: +SKIP
+        False
+    """
+    import tensorflow as tf
+
+    if n_texts > FEW_TEXTS:
+        return True
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    return False
+
+
 def startup_noise_held_back():
     """A context in which the C++ start-up notes (:func:`is_startup_noise`) written to stderr are dropped and
     every other line is kept (written out at the end).
