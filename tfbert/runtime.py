@@ -233,8 +233,9 @@ def import_tensorflow(verbose: bool = False):
     return tf
 
 
-# Up to this many texts, a process that predicts once spends longer in Grappler's optimisation of the first call
-# than the optimised graph saves it (measured in docs/benchmarks.md, "A person's first prediction").
+# Up to this many texts (a judgement, not a measured crossing), a process that predicts once spends longer in
+# Grappler's optimisation of the first call than the optimised graph saves it: MiniLM's first call took 44.7 s with
+# it and 15.8 s without on a loaded machine, the second ones alike (docs/compact_export.md).
 FEW_TEXTS = 64
 
 
