@@ -8,22 +8,38 @@ from tfbert.cli import parse_infer_args, run_main, setup_logging
 
 def main() -> int:
     import json
+    import logging
     from pathlib import Path
 
-    from tfbert import attributions, inputs, runtime
+    from tfbert import inputs, runtime
 
     config = parse_infer_args()
     setup_logging(quiet=True, verbose=config.verbose)
     texts, pairs = inputs.collect_inputs(config)
-    runtime.import_tensorflow(config.verbose)
-    from tfbert.predictors import load_predictor
-    from tfbert.runs import newest_run
-
-    runtime.quiet_libraries()
-    predictor = load_predictor(config.model, config.output_dir, config.server)
+    model_path = None
     if not config.server:
-        inputs.check_pairs(Path(config.model) if config.model else newest_run(config.output_dir), pairs)
-    why = attributions.explain_predictor(predictor, texts, pairs) if config.explain else None
+        from tfbert.model_choice import choose_export
+        from tfbert.runs import newest_run
+
+        # Chosen from the run's JSON files before anything heavy loads: a compact export needs no TensorFlow.
+        model_path = Path(config.model) if config.model else newest_run(config.output_dir)
+        choice = choose_export(model_path, explain=config.explain)
+        logging.getLogger("infer").info("answering with %s: %s", choice.path, choice.reason)
+    runtime.quiet_libraries()
+    if not config.server and choice.kind != "compact":
+        runtime.import_tensorflow(config.verbose)
+        runtime.optimise_graphs_for(len(texts))
+    from tfbert.predictors import load_predictor
+
+    predictor = load_predictor(None if config.server else str(choice.path), config.output_dir, config.server)
+    if model_path is not None:
+        inputs.check_pairs(model_path, pairs)
+    if config.explain:
+        from tfbert import attributions
+
+        why = attributions.explain_predictor(predictor, texts, pairs)
+    else:
+        why = None
     probabilities = predictor.predict(texts, pairs)
     labels = predictor.labels
     k = min(config.top_k, len(labels))

@@ -47,6 +47,12 @@ def test_bench_prints_one_json_object_consistent_with_its_run(tiny_model_dir, tm
         assert "cannot resolve a macro-F1 change of 0.005" in metrics["compact"]["layer_search"]["skipped"]
         assert (report["compact_encoder_layers"], report["compact_left_out_layers"]) == (2, [])
         assert report["compact_layer_search_seconds"] is None
+        assert report["compact_export_seconds"] == metrics["compact"]["seconds"] > 0
+        # A person's first prediction, cold, from each export (figures only: nothing here says how fast).
+        from tfbert.model_choice import choose_export
+
+        assert report["infer_run_folder_answers_with"] == choose_export(run).kind
+        assert all(report[f"infer_cold_seconds_{export}"] > 0 for export in ("saved_model", "compact", "run_folder"))
     finally:
         shutil.rmtree(run.parents[3], ignore_errors=True)  # the bench's own temporary folder
 

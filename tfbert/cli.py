@@ -8,14 +8,15 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import sys
+import typing
 from typing import Callable, Optional
 
 from tfbert.command_configs import (EvaluateConfig, InferConfig, ServeConfig, validate_evaluate, validate_infer,
                                     validate_serve)
-from tfbert.config import parse_sections
 from tfbert.errors import TfbertError
 
 # Loggers that speak at INFO about themselves ("TensorFlow version 2.x available.") rather than about the run.
@@ -35,19 +36,35 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _parser(config_class: type, prog: str, description: str):
-    """HfArgumentParser for ``config_class``, with its on/off fields as plain switches.
+def _parser(config_class: type, prog: str, description: str) -> argparse.ArgumentParser:
+    """argparse over ``config_class``'s fields, with the flags, help and defaults HfArgumentParser gives them.
 
-    HfArgumentParser lets a bool flag take an optional value (``--json false``), which would swallow the
-    positional text after it (``infer.py --json "great phone"``); here they take none.
+    Plain argparse, because importing transformers for its HfArgumentParser costs seconds that a one-text
+    infer.py should not pay. Every field is ``--name`` (and ``--name-with-dashes``); on/off fields are plain
+    switches that take no value (``infer.py --json "great phone"`` must not read the text as the switch's value).
     """
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(config_class, prog=prog, description=description, conflict_handler="resolve")
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
-        if field.init and field.type in (bool, "bool"):
-            parser.add_argument(f"--{field.name}", action="store_true", help=field.metadata["help"])
+        if not field.init:
+            continue
+        flags = [f"--{field.name}"] + ([f"--{field.name.replace('_', '-')}"] if "_" in field.name else [])
+        kind = hints[field.name]
+        if typing.get_origin(kind) is typing.Union:  # Optional[X]
+            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+        if kind is bool:
+            parser.add_argument(*flags, action="store_true", **field.metadata)
+        else:
+            parser.add_argument(*flags, type=kind, default=field.default, **field.metadata)
     return parser
+
+
+def _parse(parser: argparse.ArgumentParser, config_class: type, argv: Optional[list[str]]):
+    """``config_class`` from the parsed flags, and the namespace (holding any positional arguments)."""
+    namespace = parser.parse_args(argv)  # an unknown argument: argparse's usage, one line, exit 2
+    fields = [field.name for field in dataclasses.fields(config_class) if field.init]
+    return config_class(**{name: getattr(namespace, name) for name in fields}), namespace
 
 
 def parse_infer_args(argv: Optional[list[str]] = None) -> InferConfig:
@@ -56,7 +73,7 @@ def parse_infer_args(argv: Optional[list[str]] = None) -> InferConfig:
     helps = {field.name: field.metadata["help"] for field in dataclasses.fields(InferConfig)}
     parser.add_argument("texts", nargs="*", default=[], help=helps["texts"])
     parser.add_argument("--text_pair", action="append", default=[], metavar="TEXT", help=helps["text_pair"])
-    config, extra = parse_sections(parser, argv)
+    config, extra = _parse(parser, InferConfig, argv)
     config.texts, config.text_pair = list(extra.texts), list(extra.text_pair)
     validate_infer(config)
     return config
@@ -70,7 +87,7 @@ def parse_serve_args(argv: Optional[list[str]] = None) -> ServeConfig:
         9000
     """
     parser = _parser(ServeConfig, "serve.py", "Serve a run's SavedModel over TF Serving's REST API.")
-    (config,) = parse_sections(parser, argv)
+    config, _ = _parse(parser, ServeConfig, argv)
     validate_serve(config)
     return config
 
@@ -84,7 +101,7 @@ def parse_evaluate_args(argv: Optional[list[str]] = None) -> EvaluateConfig:
     """
     parser = _parser(EvaluateConfig, "evaluate.py", "Score a trained model on labelled data: metrics, per-class "
                      "report, confusion matrix, errors and predictions in an evaluation folder.")
-    (config,) = parse_sections(parser, argv)
+    config, _ = _parse(parser, EvaluateConfig, argv)
     validate_evaluate(config)
     return config
 

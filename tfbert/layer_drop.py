@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import re
@@ -205,9 +206,11 @@ def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_te
     from tfbert.evaluation import evaluate_predictions, split_metrics
     from tfbert.export_keras import is_keras3_folder
     from tfbert.export_tflite import MODEL_FILE, export_tflite
+    from tfbert.model_choice import label_agreement, record_agreement
     from tfbert.predictors import TFLitePredictor
     from tfbert.runs import folder_bytes
 
+    started = time.time()
     settings, data, label_names = config.training, config.data, prepared.label_names
     runtime.set_precision("float32")  # dynamic-range quantisation starts from the float32 weights
     keras3 = is_keras3_folder(run.model_dir)
@@ -251,9 +254,15 @@ def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_te
     token_types = test_split["token_type_ids"] if "token_type_ids" in test_split.column_names else None
     probabilities = TFLitePredictor(folder).predict_ids(test_split["input_ids"], token_types)
     macro_f1 = evaluate_predictions(probabilities, prepared.labels("test"), label_names).metrics["macro_f1"]
+    # How often it answers as model/ did on the test split (its predictions file): infer.py's choice of export.
+    predictions = (run.path / "predictions_test.jsonl").read_text(encoding="utf-8").splitlines()
+    full_model = [json.loads(line)["predicted"] for line in predictions]
+    agreement = label_agreement(probabilities, full_model, label_names)
+    record_agreement(folder, agreement)
     size = (folder / MODEL_FILE).stat().st_size
     return {"format": "tflite dynamic-range int8", "path": str(folder.relative_to(run.path) / MODEL_FILE),
             "encoder_layers": n_layers, "left_out_layers": left_out,
             **({"layer_search": layer_search} if layer_search else {}),
             "mib": round(size / 2**20, 2), "size_vs_saved_model": round(size / folder_bytes(run.saved_model_base), 3),
-            "test_macro_f1": macro_f1, "test_macro_f1_change": round(macro_f1 - model_test_macro_f1, 4)}
+            "test_macro_f1": macro_f1, "test_macro_f1_change": round(macro_f1 - model_test_macro_f1, 4),
+            "test_label_agreement": agreement, "seconds": round(time.time() - started, 1)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,8 @@ import numpy as np
 from tfbert.client import RestClient
 from tfbert.errors import TfbertError
 from tfbert.model_settings import SETTINGS_FILE, ModelSettings
+
+logger = logging.getLogger(__name__)
 
 TFLITE_BATCH_SIZE = 4  # per interpreter; 2 and 4 fastest on 2 cores (AG News: 2: 716, 4: 712, 8: 680 texts/s)
 
@@ -199,11 +202,13 @@ class TFLitePredictor:
         array([[0.1, 0.9]], dtype=float32)
     """
 
-    def __init__(self, folder: str | Path, batch_size: int = TFLITE_BATCH_SIZE, interpreters: Optional[int] = None):
+    def __init__(self, folder: str | Path, batch_size: int = TFLITE_BATCH_SIZE, interpreters: Optional[int] = None,
+                 use_light_tokenizer: bool = True):
         from ai_edge_litert.interpreter import Interpreter
 
+        from tfbert import runtime
         from tfbert.export_tflite import MODEL_FILE, TOKENIZER_DIR
-        from tfbert.modeling import load_tokenizer
+        from tfbert.light_tokenizer import load_light_tokenizer
 
         folder = Path(folder)
         if not (folder / MODEL_FILE).is_file() or not (folder / SETTINGS_FILE).is_file():
@@ -212,36 +217,50 @@ class TFLitePredictor:
         self.settings = ModelSettings.read(folder)
         self.labels = list(self.settings.labels)
         self.batch_size = batch_size
-        self.tokenizer = load_tokenizer(folder / TOKENIZER_DIR, self.settings.word_tokenizer)
+        # transformers takes seconds to import: the tokenizers library alone runs the tokenizer where its ids
+        # are the same (tfbert.light_tokenizer), else the full tokenizer is loaded.
+        self.light_tokenizer, why = load_light_tokenizer(folder / TOKENIZER_DIR, self.settings.max_length,
+                                                         self.settings.truncation, self.settings.word_tokenizer) \
+            if use_light_tokenizer else (None, "use_light_tokenizer=False")
+        self.tokenizer = None
+        if self.light_tokenizer is None:
+            from tfbert.modeling import load_tokenizer
+
+            logger.info("compact export: tokenising with transformers, not the tokenizers library alone: %s", why)
+            self.tokenizer = load_tokenizer(folder / TOKENIZER_DIR, self.settings.word_tokenizer)
         cores = os.cpu_count() or 1
         self.interpreters = max(1, min(interpreters or cores, cores))
         self._free_runners = queue.SimpleQueue()  # an interpreter runs one batch at a time
         for _ in range(self.interpreters):
             interpreter = Interpreter(model_path=str(folder / MODEL_FILE), num_threads=cores // self.interpreters)
+            with runtime.startup_noise_held_back():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+                interpreter.allocate_tensors()
             self._free_runners.put(interpreter.get_signature_runner())
         self._pool = ThreadPoolExecutor(self.interpreters, thread_name_prefix="tflite")
 
     def predict(self, texts: list[str], text_pairs: Optional[list[str]] = None) -> np.ndarray:
         """Probabilities [len(texts), len(labels)] (float32)."""
-        from tfbert.data.pipeline import encode_batch
-
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise TfbertError(f"text_pairs: {len(text_pairs)} pairs for {len(texts)} texts; give one per text")
-        encoded = encode_batch(self.tokenizer, list(texts), list(text_pairs) if text_pairs is not None else None,
-                               self.settings.max_length, self.settings.truncation, count_tokens=False)
+        pairs = list(text_pairs) if text_pairs is not None else None
+        if self.light_tokenizer is not None:
+            encoded = self.light_tokenizer.encode(list(texts), pairs)
+        else:
+            from tfbert.data.pipeline import encode_batch
+
+            encoded = encode_batch(self.tokenizer, list(texts), pairs, self.settings.max_length,
+                                   self.settings.truncation, count_tokens=False)
         return self.predict_ids(encoded["input_ids"], encoded.get("token_type_ids"))
 
     def predict_ids(self, input_ids: list[list[int]], token_type_ids: Optional[list[list[int]]] = None) -> np.ndarray:
         """Probabilities for tokenised examples; batches hold examples of similar length (little padding)."""
-        from scipy.special import softmax
-
         order = np.argsort([len(ids) for ids in input_ids], kind="stable")
         batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         feeds = [self._padded(rows, input_ids, token_type_ids) for rows in batches]
         logits = list(self._pool.map(self._run, feeds)) if len(feeds) > 1 else [self._run(f) for f in feeds]
         probabilities = np.zeros((len(input_ids), len(self.labels)), np.float32)
         for rows, batch_logits in zip(batches, logits):
-            probabilities[rows] = softmax(batch_logits.astype(np.float64), axis=1)
+            probabilities[rows] = _softmax(batch_logits)
         return probabilities
 
     def _padded(self, rows: np.ndarray, input_ids: list[list[int]], token_type_ids: Optional[list[list[int]]]) -> dict:
@@ -249,6 +268,8 @@ class TFLitePredictor:
         if self.settings.uses_token_type_ids:
             features["token_type_ids"] = ([token_type_ids[i] for i in rows] if token_type_ids is not None
                                           else [[0] * len(input_ids[i]) for i in rows])
+        if self.light_tokenizer is not None:
+            return self.light_tokenizer.pad(features["input_ids"], features.get("token_type_ids"))
         return {key: value.astype(np.int32) for key, value in
                 self.tokenizer.pad(features, return_attention_mask=True, return_tensors="np").items()}
 
@@ -258,6 +279,12 @@ class TFLitePredictor:
             return runner(**feeds)["logits"]
         finally:
             self._free_runners.put(runner)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (scipy's would cost a second of import in a one-text process)."""
+    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 class ServerPredictor:

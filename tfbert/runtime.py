@@ -22,6 +22,11 @@ _ENVIRONMENT = {
 }
 
 
+# What transformers and datasets read at import time for quiet_libraries' settings.
+_QUIET_ENVIRONMENT = {"TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "error",
+                      "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+
 def prepare_process() -> None:
     """Set the environment variables TensorFlow and transformers read at import time.
 
@@ -138,23 +143,27 @@ def select_strategy(requested: str = "auto", tpu: str = ""):
 
 
 def quiet_libraries() -> None:
-    """Silence transformers' and TensorFlow's advisory chatter; keep errors."""
+    """Silence transformers' and TensorFlow's advisory chatter; keep errors.
+
+    Imports none of them: libraries not yet imported read their verbosity from the environment when they
+    are, so a process that never needs transformers or datasets (infer.py on a compact export) skips them.
+    """
+    import logging
     import warnings
 
     warnings.filterwarnings("ignore", message=".*TensorFlow and JAX classes are deprecated.*")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*The output of `to_tf_dataset`.*")
     warnings.filterwarnings("ignore", message=".*seed_generator.*")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    import datasets
-
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
+    for key, value in _QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].logging.set_verbosity_error()
+    if "datasets" in sys.modules:
+        datasets = sys.modules["datasets"]
+        datasets.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # what tf.get_logger() returns
 
 
 def peak_rss_mib() -> float | None:
@@ -177,6 +186,7 @@ _STARTUP_NOISE = (
     "oneDNN custom operations are on",
     "This TensorFlow binary is optimized to use available CPU instructions",
     "TF-TRT Warning: Could not find TensorRT",
+    "Created TensorFlow Lite XNNPACK delegate for CPU",  # LiteRT, once per interpreter
 )
 # cuInit failing is expected where there is no NVIDIA device at all; with one, it is a real driver problem.
 _NO_GPU_NOISE = ("failed call to cuInit",)
@@ -216,12 +226,48 @@ def import_tensorflow(verbose: bool = False):
         import tensorflow as tf
 
         return tf
-    gpu_present = has_nvidia_device()
-    with _stderr_filtered(lambda line: is_startup_noise(line, gpu_present)):
+    with startup_noise_held_back():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the device search prints the cuInit line
     return tf
+
+
+# Up to this many texts (a judgement, not a measured crossing), a process that predicts once spends longer in
+# Grappler's optimisation of the first call than the optimised graph saves it: MiniLM's first call took 44.7 s with
+# it and 15.8 s without on a loaded machine, the second ones alike (docs/compact_export.md).
+FEW_TEXTS = 64
+
+
+def optimise_graphs_for(n_texts: int) -> bool:
+    """Turn TensorFlow's graph optimiser (Grappler) off in a process that will predict ``n_texts`` <= FEW_TEXTS
+    texts once; return whether it stays on.
+
+    Grappler rewrites a function's graph at its first call (constant folding over the weights, op fusions): seconds
+    that pay off over many batches, not over one text.
+
+    Example:
+        >>> optimise_graphs_for(1)  # doctest: +SKIP
+        False
+    """
+    import tensorflow as tf
+
+    if n_texts > FEW_TEXTS:
+        return True
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    return False
+
+
+def startup_noise_held_back():
+    """A context in which the C++ start-up notes (:func:`is_startup_noise`) written to stderr are dropped and
+    every other line is kept (written out at the end).
+
+    Example:
+        >>> with startup_noise_held_back():
+        ...     interpreter.allocate_tensors()  # doctest: +SKIP
+    """
+    gpu_present = has_nvidia_device()
+    return _stderr_filtered(lambda line: is_startup_noise(line, gpu_present))
 
 
 class _stderr_filtered:

@@ -16,19 +16,10 @@ from typing import Optional
 import datasets
 import numpy as np
 
+# HEAD_SHARE stays importable from here: graph_tokenizers reads it.
+from tfbert.light_tokenizer import HEAD_SHARE, pair_budget, truncate_ids  # noqa: F401
+
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-HEAD_SHARE = 0.25  # head+tail keeps a quarter head, three quarters tail (Sun et al. 2019, "How to Fine-Tune BERT")
-
-
-def _truncate(ids: list[int], budget: int, mode: str) -> list[int]:
-    if len(ids) <= budget:
-        return ids
-    if mode == "tail":
-        return ids[len(ids) - budget :]
-    if mode == "head_tail":
-        head = int(budget * HEAD_SHARE)
-        return ids[:head] + ids[len(ids) - (budget - head) :]
-    return ids[:budget]
 
 
 def encode_batch(tokenizer, texts: list[str], pairs: Optional[list[str]], max_length: int, truncation: str,
@@ -51,11 +42,10 @@ def encode_batch(tokenizer, texts: list[str], pairs: Optional[list[str]], max_le
         for i, a in enumerate(plain_a):
             b = plain_b[i] if plain_b else None
             if b is not None:  # shorten the longer text first, as the tokenizer's longest_first does
-                keep_b = max(budget - len(a), min(len(b), budget // 2))
-                b = _truncate(b, keep_b, truncation)
-                a = _truncate(a, budget - len(b), truncation)
+                b = truncate_ids(b, pair_budget(len(a), len(b), budget), truncation)
+                a = truncate_ids(a, budget - len(b), truncation)
             else:
-                a = _truncate(a, budget, truncation)
+                a = truncate_ids(a, budget, truncation)
             ids = tokenizer.build_inputs_with_special_tokens(a, b)
             encoded["input_ids"].append(ids)
             encoded["token_type_ids"].append(tokenizer.create_token_type_ids_from_sequences(a, b))
