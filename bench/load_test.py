@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -43,6 +44,13 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
         if line.startswith(field + ":"):
             return round(int(line.split()[1]) / 1024, 1)
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: on a shared machine, texts per CPU second compare runs that
+    wall-clock rates cannot (a server with more busy threads gets a larger share of a contended CPU)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def post(url: str, body: bytes, timeout: float = 30.0) -> tuple[int, dict | None]:
@@ -86,17 +94,21 @@ def post_huge(port: int, size: int, chunked: bool) -> int | str:
 
 
 def start_server(model: str, port: int, serve_args: tuple[str, ...] = (), env: dict | None = None) -> subprocess.Popen:
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--model", model, "--port", str(port),
-                                *serve_args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                *serve_args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                env=None if env is None else {**os.environ, **env})
-    for _ in range(240):
+    deadline = time.time() + 600  # loading and warming up every signature takes minutes on a busy machine
+    while time.time() < deadline and process.poll() is None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
                 return process
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.5)
     process.kill()
-    raise SystemExit("server did not start")
+    process.wait()
+    log.seek(0)
+    raise SystemExit("server did not start: " + " | ".join(log.read().decode(errors="replace").splitlines()[-3:]))
 
 
 def valid(answer: dict | None, size: int) -> bool:
@@ -161,7 +173,10 @@ def measured_load(model: str, port: int, serve_args: tuple[str, ...], env: dict,
         post(url, json.dumps({"instances": ["warm up"]}).encode())
         report = {"serve_args": list(serve_args), "rss_mib_before": rss_mib(server.pid)}
         load(url, args.clients, 2 * args.clients, args.batch, args.seconds, seed=3, texts=texts)  # each shape once
+        cpu = cpu_seconds(server.pid)
         report["load"] = load(url, args.clients, args.requests, args.batch, args.seconds, texts=texts)
+        report["server_cpu_s"] = round(cpu_seconds(server.pid) - cpu, 1)
+        report["texts_per_server_cpu_s"] = round(report["load"]["ok"] * args.batch / max(report["server_cpu_s"], 1e-9), 1)
         report["rss_mib_after"] = rss_mib(server.pid)
         report["rss_mib_peak"] = rss_mib(server.pid, "VmHWM")
     finally:
@@ -236,6 +251,8 @@ def main() -> None:
     if args.batching == "both":
         off, on = report["batching_off"]["load"], report["batching_on"]["load"]
         report["throughput_on_vs_off"] = round(on["texts_per_s"] / max(off["texts_per_s"], 1e-9), 2)
+        report["texts_per_cpu_s_on_vs_off"] = round(report["batching_on"]["texts_per_server_cpu_s"]
+                                                  / max(report["batching_off"]["texts_per_server_cpu_s"], 1e-9), 2)
     if args.faults == "on":
         report.update(fault_phases(model, port, ("--batching", modes[-1], *common), env, args))
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
