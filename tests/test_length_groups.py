@@ -61,6 +61,7 @@ def test_one_row_and_equal_lengths():
                                    classify(ids, mask, types)["probabilities"].numpy(), atol=1e-6)
 
 
+@pytest.mark.slow  # exports a model
 def test_export_text_signature_equals_the_unsorted_ids_signature(tiny_model_dir, tmp_path):
     """serving_default (groups of sorted rows) against predict_ids (one call padded to the longest) on a
     shuffled batch of mixed lengths, longer than one group."""
