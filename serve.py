@@ -23,7 +23,8 @@ def main() -> int:
         path = path / "saved_model"
     if not path.is_dir():
         raise TfbertError(f"--model {path}: no such folder")
-    app = create_app(path, config.model_name, ServerLimits(config.max_body_bytes, config.max_batch))
+    app = create_app(path, config.model_name, ServerLimits(config.max_body_bytes, config.max_batch),
+                     batch_timeout_ms=config.batch_timeout_ms if config.batching == "on" else None)
     import uvicorn
 
     print(f"serving {path} as /v1/models/{config.model_name} on http://{config.host}:{config.port}", flush=True)

@@ -1,11 +1,13 @@
 """Load and fault test of serve.py on loopback; prints one JSON object.
 
     python bench/load_test.py --model output/<run>/saved_model [--clients 8] [--requests 400]
+    python bench/load_test.py --model output/<run> --texts test.jsonl --batching both --faults off
 
 Phases: (1) a bounded number of concurrent clients send predict requests: count, errors, p50/p99
-latency, throughput, server memory before/after; (2) garbage bodies and a huge payload: the server
-answers 400/413 and stays up; (3) the server is killed mid-load and restarted: clients see
-connection errors, never a corrupt answer. Only 127.0.0.1 is contacted; every loop is bounded.
+latency, throughput, server memory before/after and at its peak (with --batching both: once with
+server-side batching off, then on, each on a fresh server); (2) garbage bodies and a huge payload:
+the server answers 400/413 and stays up; (3) the server is killed mid-load and restarted: clients
+see connection errors, never a corrupt answer. Only 127.0.0.1 is contacted; every loop is bounded.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -34,11 +38,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now (VmRSS) or at its peak so far (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return round(int(line.split()[1]) / 1024, 1)
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: on a shared machine, texts per CPU second compare runs that
+    wall-clock rates cannot (a server with more busy threads gets a larger share of a contended CPU)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def post(url: str, body: bytes, timeout: float = 30.0) -> tuple[int, dict | None]:
@@ -81,17 +93,22 @@ def post_huge(port: int, size: int, chunked: bool) -> int | str:
         connection.close()
 
 
-def start_server(model: str, port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--model", model, "--port", str(port)],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(240):
+def start_server(model: str, port: int, serve_args: tuple[str, ...] = (), env: dict | None = None) -> subprocess.Popen:
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--model", model, "--port", str(port),
+                                *serve_args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                               env=None if env is None else {**os.environ, **env})
+    deadline = time.time() + 600  # loading and warming up every signature takes minutes on a busy machine
+    while time.time() < deadline and process.poll() is None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
                 return process
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.5)
     process.kill()
-    raise SystemExit("server did not start")
+    process.wait()
+    log.seek(0)
+    raise SystemExit("server did not start: " + " | ".join(log.read().decode(errors="replace").splitlines()[-3:]))
 
 
 def valid(answer: dict | None, size: int) -> bool:
@@ -100,10 +117,16 @@ def valid(answer: dict | None, size: int) -> bool:
             and all(abs(sum(p["probabilities"]) - 1) < 1e-4 and p["label"] in p["label_names"] for p in predictions))
 
 
-def load(url: str, clients: int, requests: int, batch: int, seconds: float, seed: int = 0) -> dict:
+def load(url: str, clients: int, requests: int, batch: int, seconds: float, seed: int = 0,
+         texts: list[str] | None = None) -> dict:
+    """Requests of ``batch`` texts: consecutive ``texts`` in their order, or random words."""
     rng = random.Random(seed)
-    bodies = [json.dumps({"instances": [" ".join(rng.choices(WORDS, k=rng.randint(3, 40))) for _ in range(batch)]}).encode()
-              for _ in range(64)]
+    if texts:
+        bodies = [json.dumps({"instances": [texts[(i * batch + j) % len(texts)] for j in range(batch)]}).encode()
+                  for i in range(max(1, len(texts) // batch))]
+    else:
+        bodies = [json.dumps({"instances": [" ".join(rng.choices(WORDS, k=rng.randint(3, 40))) for _ in range(batch)]})
+                  .encode() for _ in range(64)]
     latencies, errors, corrupt, lock = [], [], [], threading.Lock()
     counter = iter(range(requests))
     deadline = time.time() + seconds
@@ -142,24 +165,32 @@ def load(url: str, clients: int, requests: int, batch: int, seconds: float, seed
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="run folder or SavedModel base path")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--batch", type=int, default=1, help="texts per request")
-    parser.add_argument("--seconds", type=float, default=120, help="upper bound on each load phase")
-    args = parser.parse_args()
-    model = str(Path(args.model) / "saved_model") if (Path(args.model) / "saved_model").is_dir() else args.model
-    port = free_port()
+def measured_load(model: str, port: int, serve_args: tuple[str, ...], env: dict, args, texts) -> dict:
+    """One fresh server under the load phase: throughput, latency and its memory (the peak over start-up and load)."""
     url = f"http://127.0.0.1:{port}/v1/models/tfbert:predict"
-    server = start_server(model, port)
-    report = {"clients": args.clients, "batch": args.batch}
+    server = start_server(model, port, serve_args, env)
     try:
         post(url, json.dumps({"instances": ["warm up"]}).encode())
-        report["rss_mib_before"] = rss_mib(server.pid)
-        report["load"] = load(url, args.clients, args.requests, args.batch, args.seconds)
+        report = {"serve_args": list(serve_args), "rss_mib_before": rss_mib(server.pid)}
+        load(url, args.clients, 2 * args.clients, args.batch, args.seconds, seed=3, texts=texts)  # each shape once
+        cpu = cpu_seconds(server.pid)
+        report["load"] = load(url, args.clients, args.requests, args.batch, args.seconds, texts=texts)
+        report["server_cpu_s"] = round(cpu_seconds(server.pid) - cpu, 1)
+        report["texts_per_server_cpu_s"] = round(report["load"]["ok"] * args.batch / max(report["server_cpu_s"], 1e-9), 1)
         report["rss_mib_after"] = rss_mib(server.pid)
+        report["rss_mib_peak"] = rss_mib(server.pid, "VmHWM")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return report
+
+
+def fault_phases(model: str, port: int, serve_args: tuple[str, ...], env: dict, args) -> dict:
+    """Garbage and oversized bodies, then the server killed mid-load and restarted."""
+    url = f"http://127.0.0.1:{port}/v1/models/tfbert:predict"
+    server = start_server(model, port, serve_args, env)
+    report = {}
+    try:
         faults = {}
         for name, body in (("garbage", b"\x00\xff{{{"), ("wrong_type", b'{"instances": [{"text": 5}]}'),
                            ("empty", b'{"instances": []}'), ("not_an_object", b"[1, 2, 3]"),
@@ -176,7 +207,7 @@ def main() -> None:
         killer.join()
         report["kill_mid_load"]["server_exit_code"] = server.wait(timeout=30)
         started = time.perf_counter()
-        server = start_server(model, port)
+        server = start_server(model, port, serve_args, env)
         post(url, json.dumps({"instances": ["warm up"]}).encode())
         report["restart_seconds"] = round(time.perf_counter() - started, 1)
         report["after_restart"] = load(url, args.clients, args.requests, args.batch, 60.0, seed=2)
@@ -184,6 +215,47 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="run folder or SavedModel base path")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=1, help="texts per request")
+    parser.add_argument("--seconds", type=float, default=120, help="upper bound on each load phase")
+    parser.add_argument("--texts", help="JSON Lines file with a 'text' field: requests take its texts in order "
+                                        "(default: random words)")
+    parser.add_argument("--batching", choices=["on", "off", "both"], default="on",
+                        help="serve.py's server-side batching; both: measure off, then on")
+    parser.add_argument("--batch_timeout_ms", type=float, default=5.0, help="serve.py --batch_timeout_ms")
+    parser.add_argument("--max_batch", type=int, default=256, help="serve.py --max_batch")
+    parser.add_argument("--faults", choices=["on", "off"], default="on", help="also run the fault phases")
+    parser.add_argument("--server_env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment of the server process, e.g. MALLOC_ARENA_MAX=2 (repeatable)")
+    args = parser.parse_args()
+    model = str(Path(args.model) / "saved_model") if (Path(args.model) / "saved_model").is_dir() else args.model
+    texts = None
+    if args.texts:
+        texts = [json.loads(line)["text"] for line in Path(args.texts).read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+    env = dict(item.split("=", 1) for item in args.server_env)
+    port = free_port()
+    common = ("--max_batch", str(args.max_batch), "--batch_timeout_ms", str(args.batch_timeout_ms))
+    report = {"clients": args.clients, "batch": args.batch, "texts": args.texts or "random words",
+              "server_env": env, "load_average_before": [round(x, 2) for x in os.getloadavg()]}
+    modes = ["off", "on"] if args.batching == "both" else [args.batching]
+    for mode in modes:
+        report[f"batching_{mode}"] = measured_load(model, port, ("--batching", mode, *common), env, args, texts)
+    if args.batching == "both":
+        off, on = report["batching_off"]["load"], report["batching_on"]["load"]
+        report["throughput_on_vs_off"] = round(on["texts_per_s"] / max(off["texts_per_s"], 1e-9), 2)
+        report["texts_per_cpu_s_on_vs_off"] = round(report["batching_on"]["texts_per_server_cpu_s"]
+                                                  / max(report["batching_off"]["texts_per_server_cpu_s"], 1e-9), 2)
+    if args.faults == "on":
+        report.update(fault_phases(model, port, ("--batching", modes[-1], *common), env, args))
+    report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report))
 
 

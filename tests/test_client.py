@@ -34,14 +34,14 @@ def export_tiny(tiny_model_dir: Path, base: Path) -> Path:
 
 
 @contextlib.contextmanager
-def serve_in_thread(base: Path, max_batch: int = 256, model_name: str = "demo"):
-    """tfbert.serving's app for ``base`` on a free loopback port; yields its /v1/models/<name> URL and the list of
-    predict request paths the server received."""
+def serve_in_thread(base: Path, max_batch: int = 256, model_name: str = "demo", batch_timeout_ms=None):
+    """tfbert.serving's app for ``base`` on a free loopback port (server-side batching with ``batch_timeout_ms``);
+    yields its /v1/models/<name> URL and the list of predict request paths the server received."""
     import uvicorn
 
     from tfbert.serving import ServerLimits, create_app
 
-    app = create_app(base, model_name, ServerLimits(max_batch=max_batch))
+    app = create_app(base, model_name, ServerLimits(max_batch=max_batch), batch_timeout_ms=batch_timeout_ms)
     received: list[str] = []
 
     async def counting(scope, receive, send):  # sees every request before the app does

@@ -97,6 +97,10 @@ def test_infer_and_serve_flags_collect_every_problem():
         assert named in str(error.value), named
     with pytest.raises(TfbertError, match="--port"):
         parse_serve_args(["--port", "70000"])
+    assert parse_serve_args([]).batching == "on" and parse_serve_args([]).batch_timeout_ms == 5.0
+    for bad in ("-1.0", "1001.0", "nan"):
+        with pytest.raises(TfbertError, match=f"--batch_timeout_ms {bad}: give 0-1000"):
+            parse_serve_args(["--batch_timeout_ms", bad])
 
 
 def test_an_unknown_argument_is_argparses_one_line_error_not_a_traceback(capsys):

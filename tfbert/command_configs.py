@@ -57,7 +57,13 @@ class ServeConfig:
     host: str = setting("address to bind (0.0.0.0 exposes it to the network)", default="127.0.0.1")
     port: int = setting("TCP port, 1-65535 (TF Serving's REST port is 8501)", default=8501)
     max_body_bytes: int = setting("larger requests get HTTP 413", default=4 * 1024 * 1024)
-    max_batch: int = setting("larger batches get HTTP 400", default=256)
+    max_batch: int = setting("most texts in one request (larger ones get HTTP 400) and in one batched model call",
+                             default=256)
+    batching: str = setting("on: text requests arriving together share one model call (server-side batching, as "
+                            "TF Serving's --enable_batching); off: one call per request", default="on",
+                            meta={"choices": ["on", "off"]})
+    batch_timeout_ms: float = setting("with --batching on, how long the first request of a batch waits for others "
+                                      "(TF Serving's batch_timeout_micros), 0-1000", default=5.0)
     verbose: bool = setting(VERBOSE_HELP, default=False)
 
 
@@ -84,6 +90,8 @@ def validate_serve(config: ServeConfig) -> None:
         (not 1 <= config.port <= 65535, "--port must be in 1-65535"),  # 0 would bind a port nobody is told
         (config.max_body_bytes < 1, "--max_body_bytes must be at least 1"),
         (config.max_batch < 1, "--max_batch must be at least 1"),
+        (not 0 <= config.batch_timeout_ms <= 1000, f"--batch_timeout_ms {config.batch_timeout_ms}: give 0-1000 "
+         "milliseconds (5 waits a little for concurrent requests; --batching off for none)"),
         (not re.fullmatch(r"[A-Za-z0-9._-]+", config.model_name),
          f"--model_name {config.model_name!r}: use letters, digits, '.', '_' or '-' (it is part of the URL)"),
         (not config.host.strip(), "--host must not be empty (e.g. 127.0.0.1)"),

@@ -268,14 +268,16 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         signatures = {"predict_ids": predict_ids.get_concrete_function()}
         described = {"predict_ids": {"inputs": ID_INPUTS, "outputs": OUTPUTS}}
         if exact:
+            from tfbert.length_groups import in_length_groups
+
             @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
             def serve_text(text):
-                return module.classify(*module.encoder.encode(text))
+                return in_length_groups(module.classify, *module.encoder.encode(text))  # any order, any lengths
 
             @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
                                           tf.TensorSpec([None], tf.string, name="text_pair")])
             def serve_text_pair(text, text_pair):
-                return module.classify(*module.encoder.encode(text, text_pair))
+                return in_length_groups(module.classify, *module.encoder.encode(text, text_pair))
 
             signatures["serving_default"] = serve_text.get_concrete_function()
             signatures["predict_text_pair"] = serve_text_pair.get_concrete_function()

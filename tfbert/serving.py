@@ -14,16 +14,19 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the handlers' annotations here
 from fastapi.responses import JSONResponse
+
+from tfbert.batching import RequestBatcher
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +101,8 @@ class LoadedModel:
             }
         return {"signature_def": {"signature_def": defs}}
 
-    def run(self, signature: str, columns: dict[str, list]) -> dict[str, list]:
+    def feeds(self, signature: str, columns: dict[str, list]) -> dict:
+        """A request's input columns checked against the signature, as arrays (RequestError if they do not fit)."""
         import tensorflow as tf
 
         specs = self.inputs(signature)
@@ -117,11 +121,25 @@ class LoadedModel:
         unknown = set(columns) - set(specs)
         if unknown:
             raise RequestError(f"unknown input(s) {sorted(unknown)} for signature '{signature}'")
+        return {key: value.numpy() for key, value in feeds.items()}
+
+    def batchable(self, signature: str) -> bool:
+        """Whether requests to ``signature`` can share a call: rows of text (token ids differ in length)."""
+        return all(spec.shape.rank == 1 for spec in self.inputs(signature).values())
+
+    def call(self, signature: str, feeds: dict) -> dict:
+        """The signature's outputs as arrays, for checked ``feeds``."""
+        import tensorflow as tf
+
         try:
-            outputs = self.signatures[signature](**feeds)
+            outputs = self.signatures[signature](**{key: tf.constant(value) for key, value in feeds.items()})
         except tf.errors.InvalidArgumentError as error:
             raise RequestError(_tf_error_line(str(error.message))) from None
-        return {key: _to_json(value.numpy()) for key, value in outputs.items()}
+        return {key: value.numpy() for key, value in outputs.items()}
+
+    def run(self, signature: str, columns: dict[str, list]) -> dict[str, list]:
+        """One request's columns in, its JSON-ready outputs back."""
+        return {key: _to_json(value) for key, value in self.call(signature, self.feeds(signature, columns)).items()}
 
 
 def _tf_error_line(message: str) -> str:
@@ -226,9 +244,17 @@ def parse_predict(body: bytes, loaded: LoadedModel, limits: ServerLimits) -> tup
     return signature, columns, layout
 
 
-def create_app(model_path: str | Path, model_name: str = "tfbert", limits: ServerLimits = ServerLimits()):
-    """A FastAPI app serving the SavedModel at ``model_path`` (a version folder or base path) as ``model_name``."""
+def create_app(model_path: str | Path, model_name: str = "tfbert", limits: ServerLimits = ServerLimits(),
+               batch_timeout_ms: Optional[float] = None):
+    """A FastAPI app serving the SavedModel at ``model_path`` (a version folder or base path) as ``model_name``.
+
+    With ``batch_timeout_ms`` (server-side batching), text requests arriving within that many milliseconds of
+    each other share one model call of at most ``limits.max_batch`` texts (see tfbert.batching); None: each
+    request is its own call.
+    """
     loaded = LoadedModel(Path(model_path))
+    batcher = None if batch_timeout_ms is None else \
+        RequestBatcher(loaded.call, limits.max_batch, batch_timeout_ms / 1000)
     app = FastAPI(title="tfbert", docs_url=None, redoc_url=None)
 
     def error(message: str, status: int = 400) -> JSONResponse:
@@ -267,9 +293,14 @@ def create_app(model_path: str | Path, model_name: str = "tfbert", limits: Serve
             signature, columns, layout = parse_predict(bytes(body), loaded, limits)
             from starlette.concurrency import run_in_threadpool
 
-            outputs = await run_in_threadpool(loaded.run, signature, columns)
+            feeds = await run_in_threadpool(loaded.feeds, signature, columns)
+            if batcher is not None and loaded.batchable(signature):
+                outputs = await asyncio.wrap_future(batcher.submit(signature, feeds))
+            else:
+                outputs = await run_in_threadpool(loaded.call, signature, feeds)
         except RequestError as problem:
             return error(str(problem), problem.status)
+        outputs = {key: _to_json(value) for key, value in outputs.items()}
         if layout == "columnar":
             return {"outputs": outputs}
         size = len(next(iter(outputs.values())))
