@@ -39,6 +39,8 @@ class ModelSettings:
         head_hidden_size: the hidden size of the MLP head set on a frozen encoder; 0 for the checkpoint's own
             head, None where it is not recorded (the exports' graphs hold the head whatever it is).
         left_out_layers: encoder layers of the trained model this one leaves out (the compact export's search).
+        task: single_label, multi_label or regression (tfbert.tasks): what the outputs are.
+        thresholds: a multi-label model's decision threshold per label, in label order.
     """
 
     labels: list[str] = field(default_factory=list)
@@ -48,6 +50,8 @@ class ModelSettings:
     uses_token_type_ids: Optional[bool] = None
     head_hidden_size: Optional[int] = None
     left_out_layers: list[int] = field(default_factory=list)
+    task: str = "single_label"
+    thresholds: Optional[list[float]] = None
 
     def to_json(self, **extra: Any) -> dict:
         """The settings as a JSON object, followed by ``extra`` keys (what one kind of file adds).

@@ -20,7 +20,8 @@ from tfbert import distribution
 logger = logging.getLogger(__name__)
 
 NO_DECAY_ROLES = ("LayerNorm", "layer_norm", "LayerNormalization")
-MONITOR = "val_macro_f1"
+MONITOR = "val_macro_f1"  # the default; regression monitors val_pearson (tfbert.tasks.monitor)
+LOGGED = ("loss", "accuracy", "macro_f1", "weighted_f1", "micro_f1", "subset_accuracy", "mse", "mae", "pearson", "spearman")
 CHECKPOINT_DIR = "checkpoints"  # under the run folder: the best epoch's weights and optimizer state
 
 
@@ -121,7 +122,7 @@ def _validation_callback_class():
         def on_epoch_end(self, epoch, logs=None):
             metrics = self.evaluate()
             if logs is not None:
-                logs.update({f"val_{k}": metrics[k] for k in ("loss", "accuracy", "macro_f1", "weighted_f1")})
+                logs.update({f"val_{k}": v for k, v in metrics.items() if k in LOGGED})
 
     return ValidationMetrics
 
@@ -191,13 +192,13 @@ def _best_weights_class():
         greater), for a cluster's non-chief workers, whose checkpoint file Keras writes to a temporary folder
         and deletes."""
 
-        def __init__(self):
+        def __init__(self, monitor: str = MONITOR):
             super().__init__()
-            self.best, self.weights = -math.inf, None
+            self.best, self.weights, self.monitor = -math.inf, None, monitor
 
         def on_epoch_end(self, epoch, logs=None):
-            if logs and logs.get(MONITOR, -math.inf) > self.best:
-                self.best, self.weights = logs[MONITOR], self.model.get_weights()
+            if logs and logs.get(self.monitor, -math.inf) > self.best:
+                self.best, self.weights = logs[self.monitor], self.model.get_weights()
 
     return BestWeights
 
@@ -319,6 +320,7 @@ def fit(
     examples_per_step: int = 0,
     save_every: int = 0,
     backup_run_dir: Optional[Path] = None,
+    monitor: str = MONITOR,
 ) -> FitResult:
     """Train with validation macro-F1 monitoring, best checkpoint, early stopping, CSV and TensorBoard logs, and
     backups of the training state (every ``save_every`` steps, at epoch ends and on SIGTERM/SIGINT, which raise
@@ -347,8 +349,8 @@ def fit(
         write_log_csv(run_dir / "log.csv", restored.callbacks.get("epoch_logs", []))  # the backup's epochs, once
     timer = _step_timer_class()()
     best = tf.keras.callbacks.ModelCheckpoint(
-        str(checkpoint), monitor=MONITOR, mode="max", save_best_only=True, save_weights_only=True)
-    early = tf.keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=patience) if patience else None
+        str(checkpoint), monitor=monitor, mode="max", save_best_only=True, save_weights_only=True)
+    early = tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience) if patience else None
     callbacks = [
         timer,
         _validation_callback_class()(evaluate_validation),
@@ -359,7 +361,7 @@ def fit(
     if progress_every:
         callbacks.append(step_progress(steps_per_epoch, examples_per_step, progress_every))
     # Every worker of a cluster creates the same callbacks (backups too: Keras' BackupAndRestore must exist on all).
-    keeper = None if distribution.is_chief(model.distribute_strategy) else _best_weights_class()()
+    keeper = None if distribution.is_chief(model.distribute_strategy) else _best_weights_class()(monitor)
     callbacks += [keeper] if keeper else []
     callbacks += [early] if early else []
     stop = StopRequest()
@@ -374,7 +376,7 @@ def fit(
                       class_weight=class_weight, verbose=verbose)
     seconds = time.perf_counter() - started
     history = {key: [logs.get(key, math.nan) for logs in backup.epoch_logs] for key in backup.epoch_logs[0]}
-    scores = history[MONITOR]
+    scores = history[monitor]
     best_epoch = int(np.argmax(scores)) + 1
     if keeper:
         model.set_weights(keeper.weights)
