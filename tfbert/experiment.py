@@ -151,7 +151,7 @@ def _describe_data(prepared: Prepared, max_length: int) -> str:
     sizes = ", ".join(f"{split} {n}" for split, n in corpus.sizes().items())
     share = float((prepared.train_lengths > max_length).mean())
     return (
-        f"data: {corpus.name} ({sizes}); {len(corpus.label_names)} labels; "
+        f"data: {corpus.name} ({sizes}); {'a score' if corpus.task == 'regression' else f'{len(corpus.label_names)} labels'}; "
         f"{share:.1%} of training texts truncated at {max_length} tokens"
     )
 
@@ -256,6 +256,7 @@ def _compiled_model(context: RunContext, prepared: Prepared, total_steps: int):
             prepared.checkpoint, prepared.label_names,
             freeze_encoder=model_settings.freeze_encoder, head_hidden_size=model_settings.head_hidden_size,
         )
+        tasks.start_head(model, task, prepared.labels("train"))
         if context.fused:
             logger.info("fused ops: %s", fused_ops.fuse(model))
         fused_ops.seed_dropouts(model)  # any dropout left draws from the seeded, backed-up generator
