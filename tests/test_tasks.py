@@ -291,3 +291,35 @@ def test_bad_task_input_ends_with_one_line_and_exit_2(tiny_model_dir, tmp_path, 
     assert len(lines) == 1 and "Traceback" not in completed.stderr, completed.stderr[-2000:]
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["multi_label", "regression"])
+def test_the_server_answers_with_the_saved_models_outputs_and_thresholds(runs, task):
+    import time
+
+    from test_serving import call, free_port
+    from tfbert.predictors import SavedModelPredictor, ServerPredictor
+
+    base, port = runs[task] / "saved_model", free_port()
+    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--model", str(base), "--port", str(port),
+                                "--model_name", "demo"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                if call(f"{url}/readyz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        texts = [row["text"] for row in topic_rows(12, seed=5)]
+        server, saved = ServerPredictor(f"{url}/v1/models/demo"), SavedModelPredictor(base)
+        np.testing.assert_allclose(server.predict(texts), saved.predict(texts), atol=1e-5)
+        assert server.task == task
+        if task == "multi_label":
+            np.testing.assert_allclose(server.thresholds, saved.thresholds, atol=1e-6)
+            assert (tasks.decide(server.predict(texts), server.thresholds) ==
+                    tasks.decide(saved.predict(texts), saved.thresholds)).all()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
