@@ -18,13 +18,13 @@ _ROWS = (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("macro_precision",
 def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict, figures: dict[str, Path],
                  saved_model: Path, policy: str, train_lengths: np.ndarray) -> Path:
     """Write run.path/report.md: data, settings, scores, per-class report, errors, figures."""
-    data, settings = config.data, config.training
+    data, settings, task = config.data, config.training, getattr(corpus, "task", "single_label")
     overlap = corpus.overlap
     lines = [
         f"# {corpus.name} · {config.model.model_name}",
         "",
-        f"Run `{run.run_id}`: {corpus.task.replace('_', '-')} task; best epoch {metrics['best_epoch']} of "
-        f"{metrics['epochs_run']} by validation {'Pearson r' if corpus.task == 'regression' else 'macro-F1'}; "
+        f"Run `{run.run_id}`: {task.replace('_', '-')} task; best epoch {metrics['best_epoch']} of "
+        f"{metrics['epochs_run']} by validation {'Pearson r' if task == 'regression' else 'macro-F1'}; "
         f"trained {metrics['train_seconds']:.0f} s ({metrics['train_examples_per_second']:.1f} examples/s), "
         f"precision `{policy}`." + (f" Run folder and figures: {metrics['run_mib']:.1f} MiB." if "run_mib" in metrics
                                      else ""),
@@ -64,7 +64,7 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
         f"{float((train_lengths > data.max_length).mean()):.1%} of training texts truncated at --max_length "
         f"{data.max_length} (--truncation {data.truncation}).",
         "",
-        "## Per class (test)" if corpus.task == "single_label" else "## Per label (test)",
+        "## Per class (test)" if task == "single_label" else "## Per label (test)",
         "",
         "```",
         evaluations["test"].report.rstrip(),
@@ -75,7 +75,7 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
     ]
     errors = evaluations["test"].errors[:10]
     if errors:
-        sure = {"single_label": "confidence", "multi_label": "most confident wrong decision"}.get(corpus.task, "|error|")
+        sure = {"single_label": "confidence", "multi_label": "most confident wrong decision"}.get(task, "|error|")
         lines += [f"| true | predicted | {sure} | text |", "|---|---|---|---|"]
         for error in errors:
             text = error["text"].replace("|", "\\|").replace("\n", " ")

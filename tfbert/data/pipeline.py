@@ -210,7 +210,8 @@ def training_dataset(encoded: datasets.Dataset, tokenizer, batch_size: int, seed
     import tensorflow as tf
 
     columns = _input_columns(encoded)
-    single_label = isinstance(encoded.features["label"], datasets.ClassLabel)
+    feature = encoded.features["label"]  # class ids (ClassLabel or ints), else multi-label rows or scores
+    single_label = isinstance(feature, datasets.ClassLabel) or "int" in getattr(feature, "dtype", "")
     labels = np.asarray(encoded["label"], np.int64 if single_label else np.float32)  # the other tasks' as [n, outputs]
     labels = labels if single_label else labels.reshape(len(encoded), -1)
     examples = tf.data.Dataset.from_tensor_slices((_ragged_columns(encoded, columns), labels)).map(
