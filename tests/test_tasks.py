@@ -323,3 +323,12 @@ def test_the_server_answers_with_the_saved_models_outputs_and_thresholds(runs, t
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_amazon_ja_stars_is_a_regression_on_one_to_five(tmp_path):
+    rows = [{"text": f"レビュー{i}", "label": i % 5} for i in range(50)]  # label 0-4 = stars 1-5
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    corpus = load_corpus(DataConfig(dataset="amazon_ja", data_dir=str(tmp_path), label_scheme="stars"), seed=0)
+    assert corpus.task == "regression"
+    scores = {row["row_id"]: row["label"] for split in corpus.splits.values() for row in split}
+    assert [scores[i] for i in range(5)] == [1.0, 2.0, 3.0, 4.0, 5.0] and len(scores) == 50

@@ -69,13 +69,15 @@ class DataConfig:
         default=None,
     )
     label_scheme: Optional[str] = setting(
-        "preset label scheme, e.g. '5' keeps amazon_ja's five star classes, 'stars' its 1-5 as a score (default: the preset's own)",
+        "preset label scheme, e.g. '5' keeps amazon_ja's five star classes, 'stars' its 1-5 as a score "
+        "(default: the preset's own)",
         default=None,
     )
     task: str = setting("single_label, multi_label (several labels per text), regression (a numeric score); auto: "
                         "multi_label for label lists or --label_columns/--label_separator, else single_label",
                         default="auto", meta={"choices": ["auto", "single_label", "multi_label", "regression"]})
-    label_separator: Optional[str] = setting("multi-label: the separator of labels in one string, e.g. ','", default=None)
+    label_separator: Optional[str] = setting("multi-label: the separator of labels in one string, e.g. ','",
+                                             default=None)
     label_columns: Optional[str] = setting("multi-label: comma-separated 0/1 columns, one per label", default=None)
     allow_empty_labels: bool = setting("multi-label: accept examples with no label at all", default=False)
     split_ratio: str = setting(

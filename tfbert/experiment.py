@@ -151,7 +151,7 @@ def _describe_data(prepared: Prepared, max_length: int) -> str:
     sizes = ", ".join(f"{split} {n}" for split, n in corpus.sizes().items())
     share = float((prepared.train_lengths > max_length).mean())
     return (
-        f"data: {corpus.name} ({sizes}); {'a score' if corpus.task == 'regression' else f'{len(corpus.label_names)} labels'}; "
+        f"data: {corpus.name} ({sizes}); {corpus.task.replace('_', '-')}, {len(corpus.label_names)} label(s); "
         f"{share:.1%} of training texts truncated at {max_length} tokens"
     )
 

@@ -291,7 +291,8 @@ class ServerPredictor:
         for predictions in answers:
             if isinstance(predictions, list) and predictions and isinstance(predictions[0], (int, float)):
                 predictions = [{"score": value} for value in predictions]  # TF Serving's rows of a one-output model
-            if not isinstance(predictions, list) or not predictions or not {"probabilities", "score"} & set(predictions[0]):
+            if not isinstance(predictions, list) or not predictions or not {"probabilities", "score"} & set(
+                    predictions[0]):
                 raise TfbertError(f"--server {self.url}: the answer has no probabilities; is it a tfbert export?")
             self.task = served_task(predictions[0])
             self.labels = predictions[0].get("label_names") or (["score"] if self.task == "regression" else self.labels)

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 NO_DECAY_ROLES = ("LayerNorm", "layer_norm", "LayerNormalization")
 MONITOR = "val_macro_f1"  # the default; regression monitors val_pearson (tfbert.tasks.monitor)
-LOGGED = ("loss", "accuracy", "macro_f1", "weighted_f1", "micro_f1", "subset_accuracy", "mse", "mae", "pearson", "spearman")
+LOGGED = ("loss", "accuracy", "macro_f1", "weighted_f1", "micro_f1", "subset_accuracy", "mae", "pearson", "spearman")
 CHECKPOINT_DIR = "checkpoints"  # under the run folder: the best epoch's weights and optimizer state
 
 

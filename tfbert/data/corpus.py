@@ -151,7 +151,8 @@ def _encode_targets(tables: dict[str, pd.DataFrame], task: str, config: DataConf
 
 def _standard_columns(frame: pd.DataFrame, config: DataConfig, flag: str, path: str) -> pd.DataFrame:
     if config.label_columns:
-        frame = targets.gather_label_columns(frame, config.label_columns.split(","), config.label_column, f"{flag} {path}")
+        frame = targets.gather_label_columns(frame, config.label_columns.split(","), config.label_column,
+                                             f"{flag} {path}")
     wanted = {"text": config.text_column, "label": config.label_column}
     if config.text_pair_column:
         wanted["text_pair"] = config.text_pair_column
@@ -178,7 +179,8 @@ def _standard_columns(frame: pd.DataFrame, config: DataConfig, flag: str, path: 
 
 def _check_texts(table: pd.DataFrame, where: str, targets_checked: bool = False) -> pd.DataFrame:
     """Refuse empty texts (and empty labels, unless the task's own parsing checks them, naming the rows)."""
-    for column in ("text",) + ("label",) * (not targets_checked) + (("text_pair",) if "text_pair" in table.columns else ()):
+    columns = ("text",) + ("label",) * (not targets_checked) + (("text_pair",) if "text_pair" in table.columns else ())
+    for column in columns:
         values = table[column]
         blank = values.isna() | values.astype(str).str.strip().eq("")
         if column == "text_pair":
@@ -318,7 +320,8 @@ def _make_missing_splits(
         if count < 1:
             raise TfbertError(f"no {split} data: give {_FLAGS[split]} or a larger share in --split_ratio")
         train, tables[split] = _stratified_take(train, count, seed, task)
-        record["made"][split] = f"{'iteratively ' * (task == 'multi_label')}stratified {count} of {total} rows of {sources['train']}"
+        how = "iteratively stratified" if task == "multi_label" else "stratified"
+        record["made"][split] = f"{how} {count} of {total} rows of {sources['train']}"
     tables["train"] = train
     record["rows"] = {split: sorted(int(r) for r in tables[split]["row_id"]) for split in SPLITS}
     return tables, record

@@ -57,7 +57,8 @@ def gather_label_columns(frame: pd.DataFrame, columns: Sequence[str], target: st
     """``frame`` with a column ``target`` holding, per row, the names of the 0/1 ``columns`` that are 1.
 
     Example:
-        >>> gather_label_columns(pd.DataFrame({"a": [1, 0], "b": ["1", "1"]}), ["a", "b"], "label", "x")["label"].tolist()
+        >>> frame = pd.DataFrame({"a": [1, 0], "b": ["1", "1"]})
+        >>> gather_label_columns(frame, ["a", "b"], "label", "x")["label"].tolist()
         [['a', 'b'], ['b']]
     """
     missing = [c for c in columns if c not in frame.columns]
