@@ -307,8 +307,8 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
 
     config, run = context.config, context.run
     data, settings, model_settings = config.data, config.training, config.model
-    staging, thresholds = run.path / "model.partial", tasks.thresholds_of(results.evaluations["validation"].metrics,
-                                                                          prepared.label_names)
+    staging = run.path / "model.partial"
+    thresholds = tasks.thresholds_of(results.evaluations["validation"].metrics, prepared.label_names)  # multi-label
     modeling.save_classifier(results.model, prepared.tokenizer, staging, ModelSettings(
         labels=list(prepared.label_names), max_length=data.max_length, truncation=data.truncation,
         word_tokenizer=model_settings.word_tokenizer,
