@@ -11,7 +11,7 @@ def main() -> int:
     import logging
     from pathlib import Path
 
-    from tfbert import inputs, runtime
+    from tfbert import inputs, runtime, tasks
 
     config = parse_infer_args()
     setup_logging(quiet=True, verbose=config.verbose)
@@ -37,13 +37,20 @@ def main() -> int:
     if config.explain:
         from tfbert import attributions
 
+        tasks.require(getattr(predictor, "task", "single_label"), ("single_label",), "--explain")
+
         why = attributions.explain_predictor(predictor, texts, pairs)
     else:
         why = None
     probabilities = predictor.predict(texts, pairs)
-    labels = predictor.labels
+    labels, task = predictor.labels, getattr(predictor, "task", "single_label")  # a server's: known after predict
     k = min(config.top_k, len(labels))
     for i, (text, row) in enumerate(zip(texts, probabilities)):
+        if task != "single_label":  # a label set with its probabilities, or a score
+            result = tasks.answer(task, labels, predictor.thresholds, row)
+            print(json.dumps({"text": text, **result}, ensure_ascii=False) if config.json
+                  else f"{tasks.answer_text(result)}\t{text}")
+            continue
         best = row.argsort()[::-1][:k]
         if config.json:
             answer = {"text": text, **({"text_pair": pairs[i]} if pairs else {}), "label": labels[best[0]],

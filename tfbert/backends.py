@@ -96,7 +96,7 @@ def resolve(requested: str, checkpoint: Union[str, Path]) -> Backend:
                                  "benchmark shows Keras 3 at least as accurate and as fast")
 
 
-def for_run(config, checkpoint: Union[str, Path]) -> Backend:
+def for_run(config, checkpoint: Union[str, Path], task: str = "single_label") -> Backend:
     """The backend of a run with ``config`` (a TrainConfig): :func:`resolve`; for Keras 3, the flags it cannot
     honour refused (when auto chose it: --backend keras was checked with the other flags) and Keras' own backend
     (tensorflow | jax) selected before keras loads.
@@ -105,9 +105,13 @@ def for_run(config, checkpoint: Union[str, Path]) -> Backend:
         >>> for_run(TrainConfig(), "/models/electra-small").reason  # doctest: +SKIP
         'auto: keras-hub cannot build it (electra: no keras-hub converter)'
     """
+    if task != "single_label" and config.model.backend == "auto":  # the Keras 3 head is single-label only
+        return Backend(TRANSFORMERS, f"auto: the data is {task}, which the Keras 3 backend does not train yet")
     backend = resolve(config.model.backend, checkpoint)
     if backend.is_keras:
-        problems = keras_problems(config)
+        problems = keras_problems(config) + ([f"the data is {task}; the Keras 3 backend trains single-label "
+                                              "tasks only, use --backend transformers"] if task != "single_label"
+                                             else [])
         if problems:
             raise TfbertError(f"{backend.reason}: " + "; ".join(problems))
         select_keras_backend(config.model.keras_backend)

@@ -69,9 +69,17 @@ class DataConfig:
         default=None,
     )
     label_scheme: Optional[str] = setting(
-        "preset label scheme, e.g. '5' keeps amazon_ja's five star classes (default: the preset's own)",
+        "preset label scheme, e.g. '5' keeps amazon_ja's five star classes, 'stars' its 1-5 as a score "
+        "(default: the preset's own)",
         default=None,
     )
+    task: str = setting("single_label, multi_label (several labels per text), regression (a numeric score); auto: "
+                        "multi_label for label lists or --label_columns/--label_separator, else single_label",
+                        default="auto", meta={"choices": ["auto", "single_label", "multi_label", "regression"]})
+    label_separator: Optional[str] = setting("multi-label: the separator of labels in one string, e.g. ','",
+                                             default=None)
+    label_columns: Optional[str] = setting("multi-label: comma-separated 0/1 columns, one per label", default=None)
+    allow_empty_labels: bool = setting("multi-label: accept examples with no label at all", default=False)
     split_ratio: str = setting(
         "train:validation:test ratio used for the splits not given as files", default="8:1:1"
     )
@@ -156,6 +164,8 @@ class TrainingConfig:
     class_weight: Optional[str] = setting(
         "'balanced' weighs the loss by inverse class frequency", default=None, meta={"choices": ["balanced"]}
     )
+    threshold: str = setting("multi-label decision threshold: auto tunes one per label on validation F1, or a number "
+                             "such as 0.5 for every label", default="auto")
     precision: str = setting(
         "float32, bfloat16 or float16 mixed precision; auto picks bfloat16 where the hardware has it",
         default="auto",
@@ -343,6 +353,7 @@ def validate(config: TrainConfig) -> None:
         (d.dataset and d.train_file, "give either --dataset or --train_file, not both"),
         ((d.validation_file or d.test_file) and not d.train_file, "--validation_file/--test_file need --train_file"),
         (ratio_problem, ratio_problem),
+        *task_problems(d, t),
     ])
 
 
@@ -352,6 +363,18 @@ def backend_problems(config: TrainConfig) -> list[str]:
 
     return keras_problems(config) if config.model.backend == "keras" else (
         ["--keras_backend jax needs --backend keras"] if config.model.keras_backend != "tensorflow" else [])
+
+
+def task_problems(d: DataConfig, t: TrainingConfig) -> list[tuple[Any, str]]:
+    from tfbert.tasks import threshold_problem
+
+    single = d.task in ("single_label", "auto")
+    return [(d.task in ("regression", "multi_label") and t.class_weight, f"--class_weight is for single-label "
+             f"tasks; --task {d.task} has no classes to weigh, drop it"),
+            ((d.label_separator or d.label_columns) and d.task in ("single_label", "regression"),
+             f"--label_separator/--label_columns are for multi-label data, not --task {d.task}"),
+            (t.export_tflite and not single, "--export_tflite is for --task single_label only; drop it"),
+            (threshold_problem(t.threshold), threshold_problem(t.threshold))]
 
 
 def raise_problems(checks: list[tuple[Any, str]]) -> None:

@@ -63,13 +63,14 @@ def evaluate_model(config: EvaluateConfig, report=print) -> dict:
 
     The data is read and its labels checked against the model's before anything is written.
     """
-    from tfbert import inputs, runtime
+    from tfbert import inputs, runtime, tasks
     from tfbert.predictors import load_predictor
 
     runtime.quiet_libraries()
     data = load_labelled_data(config)
     model_path = Path(config.model)
     predictor = load_predictor(str(model_path))
+    tasks.require(getattr(predictor, "task", "single_label"), ("single_label",), "evaluate.py")  # see docs/tasks.md
     gold = gold_labels(data.labels, list(predictor.labels), config.data_flag, config.allow_unknown_labels)
     inputs.check_pairs(model_path, data.pairs)
     _set_batch_size(predictor, config.batch_size or _run_batch_size(model_path, predictor))

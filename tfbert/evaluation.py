@@ -96,8 +96,9 @@ def evaluate_predictions(
     return Evaluation(metrics=metrics, report=report, confusion=confusion, errors=errors)
 
 
-def predict_probabilities(model, encoded, tokenizer, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities (float32) for every example of a tokenised split, in the split's order."""
+def predict_probabilities(model, encoded, tokenizer, batch_size: int = 64, task: str = "single_label") -> np.ndarray:
+    """Class probabilities (float32) for every example of a tokenised split, in the split's order (a multi-label
+    model's sigmoid probabilities, a regression model's [n, 1] scores: tfbert.tasks.activate)."""
     import tensorflow as tf
 
     from tfbert.data.pipeline import inference_dataset, prediction_order
@@ -106,7 +107,12 @@ def predict_probabilities(model, encoded, tokenizer, batch_size: int = 64) -> np
     batches = inference_dataset(encoded, tokenizer, batch_size, order=order)
     outputs = model.predict(batches, verbose=0)
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs  # transformers' output dict; Keras 3's array
-    sorted_probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1).numpy()
+    if task == "single_label":
+        sorted_probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1).numpy()
+    else:
+        from tfbert.tasks import activate
+
+        sorted_probabilities = activate(task, logits)
     probabilities = np.empty_like(sorted_probabilities)
     probabilities[order] = sorted_probabilities
     return probabilities

@@ -20,11 +20,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tfbert import backends, baseline, distribution, keras_training, resume, runs, runtime
+from tfbert import backends, baseline, distribution, keras_training, resume, runs, runtime, tasks
 from tfbert.config import TrainConfig
 from tfbert.diagnose import library_versions
 from tfbert.errors import TfbertError
 from tfbert.html_report import write_run_html
+from tfbert.task_metrics import split_metrics, task_baseline
 from tfbert.training import CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
@@ -130,8 +131,9 @@ def prepare(config: TrainConfig, report=print) -> Prepared:
 
     data, model_settings = config.data, config.model
     corpus = load_corpus(data, seed=config.training.seed)
+    tasks.check_settings(config, corpus.task)
     checkpoint = resolve_checkpoint(model_settings.model_name)
-    backend = backends.for_run(config, checkpoint)  # before tokenising: a refused --backend keras fails at once
+    backend = backends.for_run(config, checkpoint, corpus.task)  # before tokenising: a refused backend fails at once
     tokenizer = load_tokenizer(checkpoint, model_settings.word_tokenizer)
     limit = model_max_length(checkpoint, tokenizer)
     if data.max_length > limit:
@@ -150,10 +152,8 @@ def _describe_data(prepared: Prepared, max_length: int) -> str:
     corpus = prepared.corpus
     sizes = ", ".join(f"{split} {n}" for split, n in corpus.sizes().items())
     share = float((prepared.train_lengths > max_length).mean())
-    return (
-        f"data: {corpus.name} ({sizes}); {len(corpus.label_names)} labels; "
-        f"{share:.1%} of training texts truncated at {max_length} tokens"
-    )
+    return (f"data: {corpus.name} ({sizes}); {corpus.task.replace('_', '-')}, {len(corpus.label_names)} label(s); "
+            f"{share:.1%} of training texts truncated at {max_length} tokens")
 
 
 def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
@@ -189,6 +189,7 @@ def _write_config(context: RunContext, prepared: Prepared) -> None:
         "resolved": {
             "checkpoint": str(prepared.checkpoint),
             **prepared.backend.describe(),
+            "task": corpus.task,
             "precision_policy": context.policy,
             "fused_ops": context.fused,
             "export_precision_policy": context.export_policy,
@@ -216,7 +217,6 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
     """Build the model and train it; it ends holding the best epoch's weights."""
     from tfbert import training
     from tfbert.data.pipeline import training_dataset
-    from tfbert.evaluation import split_metrics
 
     if prepared.backend.is_keras:
         return Results(*keras_training.fit(context, prepared), peak_rss_mib_training=runtime.peak_rss_mib())
@@ -230,7 +230,7 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
 
     def evaluate_validation() -> dict:
         return split_metrics(model, encoded["validation"], prepared.tokenizer, prepared.label_names,
-                             settings.batch_size * 2)
+                             settings.batch_size * 2, prepared.corpus.task, settings.threshold)
 
     class_weight = None
     if settings.class_weight == "balanced":
@@ -242,7 +242,7 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
         run_dir=context.run.path, patience=settings.patience, class_weight=class_weight, n_train=n_train,
         steps_per_epoch=steps_per_epoch, n_train_tokens=int(sum(len(ids) for ids in encoded["train"]["input_ids"])),
         verbose=verbose, progress_every=progress_every, examples_per_step=update_batch, save_every=settings.save_every,
-        backup_run_dir=context.backed_up,
+        backup_run_dir=context.backed_up, monitor=tasks.monitor(prepared.corpus.task),
     )
     # Peak memory before evaluation and export add their own.
     return Results(model=model, fitted=fitted, peak_rss_mib_training=runtime.peak_rss_mib())
@@ -252,19 +252,20 @@ def _compiled_model(context: RunContext, prepared: Prepared, total_steps: int):
     """The classifier under the run's strategy, with AdamW, its schedule and gradient accumulation."""
     from tfbert import fused_ops, modeling, training
 
-    settings, model_settings = context.config.training, context.config.model
+    settings, model_settings, task = context.config.training, context.config.model, prepared.corpus.task
     with context.strategy.scope():
         model = modeling.load_for_training(
             prepared.checkpoint, prepared.label_names,
             freeze_encoder=model_settings.freeze_encoder, head_hidden_size=model_settings.head_hidden_size,
         )
+        tasks.start_head(model, task, prepared.labels("train"))
         if context.fused:
             logger.info("fused ops: %s", fused_ops.fuse(model))
         fused_ops.seed_dropouts(model)  # any dropout left draws from the seeded, backed-up generator
         optimizer = training.make_optimizer(
             model, settings.lr, settings.weight_decay, int(settings.warmup_ratio * total_steps), total_steps
         )
-        model.compile(optimizer=optimizer, loss=training.classification_loss, metrics=["accuracy"],
+        model.compile(optimizer=optimizer, loss=tasks.loss(task), metrics=tasks.keras_metrics(task),
                       jit_compile=settings.xla)
         training.accumulate_gradients(model, settings.grad_accum_steps)
     return model
@@ -272,27 +273,28 @@ def _compiled_model(context: RunContext, prepared: Prepared, total_steps: int):
 
 def _evaluate_and_write(context: RunContext, prepared: Prepared, model) -> dict:
     """Score the best epoch's weights on validation and test; write predictions, the per-class report, errors."""
-    from tfbert.evaluation import evaluate_predictions, predict_probabilities, prediction_rows, write_evaluation_files
+    from tfbert.evaluation import predict_probabilities, write_evaluation_files
+    from tfbert.task_metrics import evaluate_split
 
-    settings, names, encoded = context.config.training, prepared.label_names, prepared.encoded
+    settings, names, encoded, task = context.config.training, prepared.label_names, prepared.encoded, prepared.corpus.task
     evaluations, predictions = {}, {}
     for split in ("validation", "test"):
-        probabilities = predict_probabilities(model, encoded[split], prepared.tokenizer, settings.batch_size * 2)
+        probabilities = predict_probabilities(model, encoded[split], prepared.tokenizer, settings.batch_size * 2, task)
         gold, row_ids = prepared.labels(split), encoded[split]["row_id"]
-        evaluations[split] = evaluate_predictions(probabilities, gold, names, texts=encoded[split]["text"],
-                                                  row_ids=row_ids, top_errors=settings.top_errors)
-        predictions[split] = prediction_rows(probabilities, gold, names, row_ids)
+        evaluations[split], predictions[split] = evaluate_split(  # multi-label thresholds: set on validation
+            task, probabilities, gold, names, row_ids, settings.threshold, evaluations.get("validation"),
+            texts=encoded[split]["text"], top_errors=settings.top_errors)
     write_evaluation_files(context.run.path, evaluations, predictions)
     return evaluations
 
 
 def _draw_figures(context: RunContext, prepared: Prepared, results: Results) -> dict[str, Path]:
     """Loss and metric curves, the test confusion matrix and the length histogram, under plots/."""
-    from tfbert import plots
+    from tfbert import plots, task_plots
 
     folder = context.run.plots
     figures = plots.plot_curves(results.fitted.history, folder)
-    figures["confusion"] = plots.plot_confusion(results.evaluations["test"].confusion, prepared.label_names, folder)
+    figures.update(task_plots.run_figures(prepared, context.run.path, results.evaluations["test"], folder))
     figures["lengths"] = plots.plot_lengths(prepared.train_lengths, context.config.data.max_length, folder)
     return figures
 
@@ -310,11 +312,13 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
     config, run = context.config, context.run
     data, settings, model_settings = config.data, config.training, config.model
     staging = run.path / "model.partial"
+    thresholds = tasks.thresholds_of(results.evaluations["validation"].metrics, prepared.label_names)  # multi-label
     modeling.save_classifier(results.model, prepared.tokenizer, staging, ModelSettings(
         labels=list(prepared.label_names), max_length=data.max_length, truncation=data.truncation,
         word_tokenizer=model_settings.word_tokenizer,
         uses_token_type_ids="token_type_ids" in prepared.tokenizer.model_input_names,
         head_hidden_size=model_settings.head_hidden_size if model_settings.freeze_encoder else 0,
+        task=prepared.corpus.task, thresholds=thresholds,
     ))
     staging.rename(run.model_dir)
     # The export is built afresh from the saved folder in its own precision (not the training one),
@@ -325,7 +329,7 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
     saved_model = export_saved_model(
         serving_model, prepared.tokenizer, id2label=dict(enumerate(prepared.label_names)),
         max_length=data.max_length, base_dir=run.saved_model_base, truncation=data.truncation,
-        weights_in_graph=settings.export_weights == "constants",
+        weights_in_graph=settings.export_weights == "constants", task=prepared.corpus.task, thresholds=thresholds,
     )
     if not settings.export_tflite:
         return saved_model, None
@@ -355,9 +359,7 @@ def _finish(context: RunContext, prepared: Prepared, results: Results) -> dict:
         "plots_dir": str(run.plots),
         "saved_model": str(results.saved_model),
         "best_epoch": results.fitted.best_epoch,
-        "validation_macro_f1": validation.metrics["macro_f1"],
-        "test_accuracy": test.metrics["accuracy"],
-        "test_macro_f1": test.metrics["macro_f1"],
+        **tasks.summary_scores(prepared.corpus.task, validation.metrics, test.metrics),
         **({"baseline_test_macro_f1": metrics["baseline"]["test"]["macro_f1"]} if "baseline" in metrics else {}),
         "train_seconds": metrics["train_seconds"],
         "run_mib": metrics["run_mib"],
@@ -387,9 +389,8 @@ def _metrics(context: RunContext, prepared: Prepared, results: Results) -> dict:
     metrics["data_checks"] = prepared.checks.to_dict()
     metrics["warnings"] = list(prepared.checks.warnings)
     metrics["parameters"] = int(results.model.count_params())
-    if context.config.training.baseline == "on":
-        metrics["baseline"] = baseline.baseline_metrics(prepared.corpus.splits, prepared.label_names,
-                                                        seed=context.config.training.seed)
+    if context.config.training.baseline == "on" and prepared.corpus.task != "regression":
+        metrics["baseline"] = task_baseline(prepared.corpus, context.config.training)
         metrics["warnings"] += filter(None, [baseline.below_baseline_warning(test.metrics["macro_f1"],
                                                                              metrics["baseline"])])
     write_run_html(context.run, prepared, results, metrics)  # before the size: the page is part of the run

@@ -36,12 +36,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from tfbert.errors import TfbertError
 from tfbert.graph_tokenizers import in_graph_tokenization, text_encoder
 from tfbert.model_settings import ModelSettings
+from tfbert.task_export import describe, task_module_class
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +215,8 @@ def _classifier_class():
 
 
 def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length: int, base_dir: str | Path,
-                       truncation: str = "head", weights_in_graph: bool = True) -> Path:
+                       truncation: str = "head", weights_in_graph: bool = True, task: str = "single_label",
+                       thresholds: Optional[list[float]] = None) -> Path:
     """Write the next numbered version under ``base_dir`` atomically and return its folder.
 
     The version is written to a hidden folder in ``base_dir`` and renamed into place, so TF Serving
@@ -229,6 +232,7 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         truncation: head, tail or head_tail, as in training.
         weights_in_graph: store the weights as graph constants (faster requests, more server memory: see
             :func:`model_forward`), else as variables.
+        task, thresholds: multi-label or regression models get the outputs of :mod:`tfbert.task_export`.
 
     Example:
         >>> export_saved_model(model, tokenizer, id2label={0: "neg", 1: "pos"}, max_length=128,
@@ -258,7 +262,8 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         encoder = text_encoder(tokenizer, max_length, truncation, staging / ".vocab") if exact else None
         uses_token_types = "token_type_ids" in tokenizer.model_input_names
         forward, weights_in_graph = model_forward(model, uses_token_types, weights_in_graph)
-        module = _classifier_class()(forward, encoder, labels, model=None if weights_in_graph else model)
+        module = task_module_class(_classifier_class(), task, thresholds)(
+            forward, encoder, labels, model=None if weights_in_graph else model)
         ids_spec = tf.TensorSpec([None, None], tf.int64)
 
         @tf.function(input_signature=[ids_spec, ids_spec, ids_spec])
@@ -287,7 +292,8 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         from tfbert.tokenizers import describe_tokenizer
 
         settings = ModelSettings(labels=labels, max_length=max_length, truncation=truncation,
-                                 uses_token_type_ids=uses_token_types)
+                                 uses_token_type_ids=uses_token_types, task=task, thresholds=thresholds)
+        described = describe(described, task)
         export_only = {  # what this export adds to the settings every model folder records
             "in_graph_tokenization": exact,
             "tokenization_note": reason,

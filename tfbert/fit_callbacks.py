@@ -19,7 +19,9 @@ from typing import Callable
 logger = logging.getLogger(__name__)
 
 MONITOR = "val_macro_f1"
-VALIDATION_KEYS = ("loss", "accuracy", "macro_f1", "weighted_f1")  # logged as val_<key>
+# logged as val_<key> where the task has it (single-label, multi-label, regression)
+VALIDATION_KEYS = ("loss", "accuracy", "macro_f1", "weighted_f1", "micro_f1", "subset_accuracy", "mae", "pearson",
+                   "spearman")
 PROGRESS_LINES_PER_EPOCH = 15
 
 
@@ -43,7 +45,7 @@ def validation_metrics(evaluate: Callable[[], dict], keras_module=None):
         def on_epoch_end(self, epoch, logs=None):
             metrics = evaluate()
             if logs is not None:
-                logs.update({f"val_{key}": metrics[key] for key in VALIDATION_KEYS})
+                logs.update({f"val_{key}": metrics[key] for key in VALIDATION_KEYS if key in metrics})
 
     return ValidationMetrics()
 
@@ -147,16 +149,17 @@ class FitResult:
     steady_tokens_per_second: float
 
 
-def fit_result(logs: list[dict], timer, seconds: float, n_train: int, n_train_tokens: int) -> FitResult:
+def fit_result(logs: list[dict], timer, seconds: float, n_train: int, n_train_tokens: int,
+               monitor: str = MONITOR) -> FitResult:
     """The FitResult of a fit whose epochs logged ``logs`` and whose steps ``timer`` (:func:`step_timer`) timed.
 
-    The best epoch is the first with the highest validation macro-F1 (the checkpoint's rule: strictly greater).
+    The best epoch is the first with the highest ``monitor`` (the checkpoint's rule: strictly greater).
     Steady-state rates leave out the first step, whose time is mostly tracing and compilation.
     """
     import numpy as np
 
     history = {key: [entry.get(key, math.nan) for entry in logs] for key in logs[0]}
-    scores = history[MONITOR]
+    scores = history[monitor]
     epochs_run = len(scores)
     steady_seconds = timer.seconds - timer.first_step
     steady_share = (timer.steps - 1) / timer.steps if timer.steps > 1 else math.nan

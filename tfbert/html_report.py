@@ -26,7 +26,9 @@ from tfbert import runs
 logger = logging.getLogger(__name__)
 
 HEADLINE = (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("macro_precision", "macro precision"),
-            ("macro_recall", "macro recall"), ("weighted_f1", "weighted F1"), ("loss", "loss"))
+            ("macro_recall", "macro recall"), ("weighted_f1", "weighted F1"), ("micro_f1", "micro F1"),
+            ("samples_f1", "samples F1"), ("subset_accuracy", "subset accuracy"), ("hamming_loss", "Hamming loss"),
+            ("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("mse", "MSE"), ("mae", "MAE"), ("loss", "loss"))
 SPLITS = ("validation", "test")
 EXPLAINED_ERRORS, EXPLAINED_CORRECT = 3, 3  # a handful: each costs ~50 forward and backward passes
 
@@ -130,9 +132,11 @@ def write_run_html(run, prepared, results, metrics: dict) -> Path:
 
     config = json.loads((run.path / "config.json").read_text(encoding="utf-8"))
     test = results.evaluations["test"]
+    single_label = prepared.corpus.task == "single_label"  # the other tasks' per-label counts are in metrics.json
     try:
         explanations = explain_test_examples(run.model_dir, prepared.encoded["test"],
-                                             run.path / "predictions_test.jsonl", EXPLAINED_ERRORS, EXPLAINED_CORRECT)
+                                             run.path / "predictions_test.jsonl", EXPLAINED_ERRORS,
+                                             EXPLAINED_CORRECT) if single_label else []
     except Exception as error:  # a model the attributions cannot take apart must not fail a trained run
         logger.warning("report.html without explanations: %s: %s", type(error).__name__, error)
         explanations = []
@@ -141,7 +145,7 @@ def write_run_html(run, prepared, results, metrics: dict) -> Path:
     subtitle = (f"run {run.run_id}: best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
                 f"trained {metrics['train_seconds']:.0f} s, precision {metrics.get('precision_policy', '')}")
     return write_html(run.path / "report.html", title, metrics, label_names=prepared.label_names,
-                      confusion=test.confusion, errors=test.errors, figures=results.figures, config=config,
+                      confusion=test.confusion if single_label else None, errors=test.errors, figures=results.figures, config=config,
                       explanations=explanations, subtitle=subtitle)
 
 

@@ -41,6 +41,8 @@ class ModelSettings:
         left_out_layers: encoder layers of the trained model this one leaves out (the compact export's search).
         backend: the model layer that trained it: transformers (save_pretrained's files) or keras (Keras 3:
             tfbert.keras_backend.save's files).
+        task: single_label, multi_label or regression (tfbert.tasks): what the outputs are.
+        thresholds: a multi-label model's decision threshold per label, in label order.
     """
 
     labels: list[str] = field(default_factory=list)
@@ -51,6 +53,8 @@ class ModelSettings:
     head_hidden_size: Optional[int] = None
     left_out_layers: list[int] = field(default_factory=list)
     backend: str = "transformers"
+    task: str = "single_label"
+    thresholds: Optional[list[float]] = None
 
     def to_json(self, **extra: Any) -> dict:
         """The settings as a JSON object, followed by ``extra`` keys (what one kind of file adds).

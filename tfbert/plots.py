@@ -27,7 +27,8 @@ def plot_curves(history: dict, folder: Path) -> dict[str, Path]:
     figures = {
         "loss": ("cross-entropy", "Loss", (("loss", "train loss"), ("val_loss", "validation loss"))),
         "metrics": ("score", "Accuracy and macro-F1", (("accuracy", "train accuracy"),
-                    ("val_accuracy", "validation accuracy"), ("val_macro_f1", "validation macro-F1"))),
+                    ("val_accuracy", "validation accuracy"), ("val_macro_f1", "validation macro-F1"),
+                    ("val_micro_f1", "validation micro-F1"), ("val_pearson", "validation Pearson r"))),
     }
     paths = {}
     for name, (ylabel, title, series) in figures.items():

@@ -1,7 +1,9 @@
 """Every way to predict labels for raw texts, behind one protocol: a save_pretrained folder (Keras), a SavedModel,
 a compact TFLite export or a server; and load_predictor, which picks the right one for a path or URL.
 
-Every predictor has ``labels`` and ``predict(texts, text_pairs=None) -> probabilities [n, classes]``.
+Every predictor has ``labels`` and ``predict(texts, text_pairs=None) -> probabilities [n, classes]``, and
+``task`` and ``thresholds`` (tfbert.tasks): a multi-label model's probabilities are a sigmoid per label, to be
+cut at its thresholds, a regression model's "probabilities" its scores [n, 1].
 
 Example:
     >>> predictor = load_predictor("output/demo_reviews/all-MiniLM-L6-v2/20261123_101500")  # doctest: +SKIP
@@ -25,6 +27,7 @@ import numpy as np
 from tfbert.client import RestClient
 from tfbert.errors import TfbertError
 from tfbert.model_settings import SETTINGS_FILE, ModelSettings
+from tfbert.task_export import outputs_array, served_task
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class KerasPredictor:
         self.max_length = int(settings.max_length or modeling.model_max_length(folder, self.tokenizer))
         self.truncation = settings.truncation
         self.batch_size = batch_size
+        self.task, self.thresholds = settings.task, settings.thresholds
         config = self.model.config
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
 
@@ -80,7 +84,8 @@ class KerasPredictor:
             return np.zeros((0, len(self.labels)), np.float32)
         encoded = encode_batch(self.tokenizer, list(texts), list(text_pairs) if text_pairs else None,
                                self.max_length, self.truncation, count_tokens=False)
-        return predict_probabilities(self.model, datasets.Dataset.from_dict(encoded), self.tokenizer, self.batch_size)
+        return predict_probabilities(self.model, datasets.Dataset.from_dict(encoded), self.tokenizer, self.batch_size,
+                                     self.task)
 
 
 class SavedModelPredictor:
@@ -110,6 +115,7 @@ class SavedModelPredictor:
         self.settings = ModelSettings.from_json(self.metadata)
         self.loaded = tf.saved_model.load(str(self.path))
         self.labels = list(self.settings.labels)
+        self.task, self.thresholds = self.settings.task, self.settings.thresholds
         self.tokenizer = None
         if "serving_default" not in self.loaded.signatures or not self.metadata.get("in_graph_tokenization", True):
             if not (extra / "tokenizer").is_dir():
@@ -137,7 +143,7 @@ class SavedModelPredictor:
             feeds = {k: tf.constant(padded[k], tf.int64) for k in padded}
             feeds.setdefault("token_type_ids", tf.zeros_like(feeds["input_ids"]))
             out = self.loaded.signatures["predict_ids"](**feeds)
-        return out["probabilities"].numpy()
+        return outputs_array(self.task, out)
 
     @functools.cached_property
     def _length_tokenizer(self):
@@ -216,6 +222,7 @@ class TFLitePredictor:
         self.path = folder
         self.settings = ModelSettings.read(folder)
         self.labels = list(self.settings.labels)
+        self.task, self.thresholds = self.settings.task, self.settings.thresholds  # single-label only: see config
         self.batch_size = batch_size
         # transformers takes seconds to import: the tokenizers library alone runs the tokenizer where its ids
         # are the same (tfbert.light_tokenizer), else the full tokenizer is loaded.
@@ -301,6 +308,7 @@ class ServerPredictor:
         self.url = self.client.url
         self.batch_size, self.timeout = batch_size, timeout
         self.labels: list[str] = []
+        self.task, self.thresholds = "single_label", None  # read off the answers
 
     def predict(self, texts: list[str], text_pairs: Optional[list[str]] = None) -> np.ndarray:
         if text_pairs:
@@ -310,10 +318,15 @@ class ServerPredictor:
             answers = self.client.predict_batches(list(texts), self.batch_size)
         chunks = []
         for predictions in answers:
-            if not isinstance(predictions, list) or not predictions or "probabilities" not in predictions[0]:
+            if isinstance(predictions, list) and predictions and isinstance(predictions[0], (int, float)):
+                predictions = [{"score": value} for value in predictions]  # TF Serving's rows of a one-output model
+            if not isinstance(predictions, list) or not predictions or not {"probabilities", "score"} & set(
+                    predictions[0]):
                 raise TfbertError(f"--server {self.url}: the answer has no probabilities; is it a tfbert export?")
-            self.labels = predictions[0].get("label_names") or self.labels
-            chunks.append(np.asarray([p["probabilities"] for p in predictions], np.float32))
+            self.task = served_task(predictions[0])
+            self.labels = predictions[0].get("label_names") or (["score"] if self.task == "regression" else self.labels)
+            self.thresholds = predictions[0].get("thresholds", self.thresholds)
+            chunks.append(np.asarray([p.get("probabilities", [p.get("score")]) for p in predictions], np.float32))
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
 
 

@@ -10,18 +10,21 @@ import numpy as np
 from tfbert import runs
 
 _ROWS = (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("macro_precision", "macro precision"),
-         ("macro_recall", "macro recall"), ("weighted_f1", "weighted F1"), ("loss", "loss"))
+         ("macro_recall", "macro recall"), ("weighted_f1", "weighted F1"), ("micro_f1", "micro F1"),
+         ("samples_f1", "samples F1"), ("subset_accuracy", "subset accuracy"), ("hamming_loss", "Hamming loss"),
+         ("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("mse", "MSE"), ("mae", "MAE"), ("loss", "loss"))
 
 
 def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict, figures: dict[str, Path],
                  saved_model: Path, policy: str, train_lengths: np.ndarray) -> Path:
     """Write run.path/report.md: data, settings, scores, per-class report, errors, figures."""
-    data, settings = config.data, config.training
+    data, settings, task = config.data, config.training, getattr(corpus, "task", "single_label")
     overlap = corpus.overlap
     lines = [
         f"# {corpus.name} · {config.model.model_name}",
         "",
-        f"Run `{run.run_id}`: best epoch {metrics['best_epoch']} of {metrics['epochs_run']} by validation macro-F1; "
+        f"Run `{run.run_id}`: {task.replace('_', '-')} task; best epoch {metrics['best_epoch']} of "
+        f"{metrics['epochs_run']} by validation {'Pearson r' if task == 'regression' else 'macro-F1'}; "
         f"trained {metrics['train_seconds']:.0f} s ({metrics['train_examples_per_second']:.1f} examples/s), "
         f"precision `{policy}`." + (f" Run folder and figures: {metrics['run_mib']:.1f} MiB." if "run_mib" in metrics
                                      else ""),
@@ -32,7 +35,7 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
         "| metric | validation | test |",
         "|---|---|---|",
     ]
-    for key, name in _ROWS:
+    for key, name in ((key, name) for key, name in _ROWS if key in metrics["test"]):
         lines.append(f"| {name} | {metrics['validation'][key]:.4f} | {metrics['test'][key]:.4f} |")
     if "baseline" in metrics:  # the floor the model has to beat to earn its cost
         floor = metrics["baseline"]
@@ -61,7 +64,7 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
         f"{float((train_lengths > data.max_length).mean()):.1%} of training texts truncated at --max_length "
         f"{data.max_length} (--truncation {data.truncation}).",
         "",
-        "## Per class (test)",
+        "## Per class (test)" if task == "single_label" else "## Per label (test)",
         "",
         "```",
         evaluations["test"].report.rstrip(),
@@ -72,7 +75,8 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
     ]
     errors = evaluations["test"].errors[:10]
     if errors:
-        lines += ["| true | predicted | confidence | text |", "|---|---|---|---|"]
+        sure = {"single_label": "confidence", "multi_label": "most confident wrong decision"}.get(task, "|error|")
+        lines += [f"| true | predicted | {sure} | text |", "|---|---|---|---|"]
         for error in errors:
             text = error["text"].replace("|", "\\|").replace("\n", " ")
             lines.append(f"| {error['label']} | {error['predicted']} | {error['confidence']:.3f} | "

@@ -173,13 +173,13 @@ def _best_weights_class():
         greater), for a cluster's non-chief workers, whose checkpoint file Keras writes to a temporary folder
         and deletes."""
 
-        def __init__(self):
+        def __init__(self, monitor: str = MONITOR):
             super().__init__()
-            self.best, self.weights = -math.inf, None
+            self.best, self.weights, self.monitor = -math.inf, None, monitor
 
         def on_epoch_end(self, epoch, logs=None):
-            if logs and logs.get(MONITOR, -math.inf) > self.best:
-                self.best, self.weights = logs[MONITOR], self.model.get_weights()
+            if logs and logs.get(self.monitor, -math.inf) > self.best:
+                self.best, self.weights = logs[self.monitor], self.model.get_weights()
 
     return BestWeights
 
@@ -217,6 +217,7 @@ def fit(
     examples_per_step: int = 0,
     save_every: int = 0,
     backup_run_dir: Optional[Path] = None,
+    monitor: str = MONITOR,
 ) -> FitResult:
     """Train with validation macro-F1 monitoring, best checkpoint, early stopping, CSV and TensorBoard logs, and
     backups of the training state (every ``save_every`` steps, at epoch ends and on SIGTERM/SIGINT, which raise
@@ -245,8 +246,8 @@ def fit(
         write_log_csv(run_dir / "log.csv", restored.callbacks.get("epoch_logs", []))  # the backup's epochs, once
     timer = step_timer()
     best = tf.keras.callbacks.ModelCheckpoint(
-        str(checkpoint), monitor=MONITOR, mode="max", save_best_only=True, save_weights_only=True)
-    early = tf.keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=patience) if patience else None
+        str(checkpoint), monitor=monitor, mode="max", save_best_only=True, save_weights_only=True)
+    early = tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience) if patience else None
     callbacks = [
         timer,
         validation_metrics(evaluate_validation),
@@ -257,7 +258,7 @@ def fit(
     if progress_every:
         callbacks.append(step_progress(steps_per_epoch, examples_per_step, progress_every))
     # Every worker of a cluster creates the same callbacks (backups too: Keras' BackupAndRestore must exist on all).
-    keeper = None if distribution.is_chief(model.distribute_strategy) else _best_weights_class()()
+    keeper = None if distribution.is_chief(model.distribute_strategy) else _best_weights_class()(monitor)
     callbacks += [keeper] if keeper else []
     callbacks += [early] if early else []
     stop = StopRequest()
@@ -275,4 +276,4 @@ def fit(
         model.set_weights(keeper.weights)
     else:
         model.load_weights(str(checkpoint)).expect_partial()
-    return fit_result(backup.epoch_logs, timer, seconds, n_train, n_train_tokens)
+    return fit_result(backup.epoch_logs, timer, seconds, n_train, n_train_tokens, monitor)

@@ -23,6 +23,7 @@ import datasets
 import pandas as pd
 
 from tfbert.config import DEFAULT_DATASET, DataConfig, column_names, parse_split_ratio
+from tfbert.data import targets
 from tfbert.data.files import file_fingerprint, header_looks_like_data, read_table, suggest_columns
 from tfbert.errors import TfbertError
 
@@ -47,6 +48,7 @@ class Corpus:
     fingerprint: str
     split_record: dict = field(default_factory=dict)
     overlap: dict = field(default_factory=dict)
+    task: str = "single_label"  # multi_label: label holds 0/1 rows; regression: label holds the score
 
     @property
     def has_text_pair(self) -> bool:
@@ -78,18 +80,24 @@ def load_corpus(config: DataConfig, seed: int) -> Corpus:
         sources = {split: f"preset {name}" + (f" ({config.data_dir})" if config.data_dir else "") for split in tables}
 
     user_names = [n.strip() for n in config.label_names.split(",") if n.strip()] if config.label_names else None
-    label_names = _label_names(tables, user_names or preset_names)
+    task = targets.resolve_task(config.task, tables["train"]["label"], config.label_separator, config.label_columns,
+                                config.label_scheme)
+    if task != "single_label":
+        label_names = _encode_targets(tables, task, config, user_names, sources)
+    else:
+        label_names = _label_names(tables, user_names or preset_names)
     for split, table in tables.items():
-        table["label"] = _label_ids(table, label_names, split, sources[split], user_names is not None)
+        if task == "single_label":
+            table["label"] = _label_ids(table, label_names, split, sources[split], user_names is not None)
     ids = tables["train"]["label"]
-    if ids.nunique() < 2:
+    if task == "single_label" and ids.nunique() < 2:
         raise TfbertError(
             f"{sources['train']}: the training data has a single class ({label_names[int(ids.iloc[0])]!r}); "
             "a classifier needs at least two"
         )
-    tables, split_record = _make_missing_splits(tables, parse_split_ratio(config.split_ratio), seed, sources)
+    tables, split_record = _make_missing_splits(tables, parse_split_ratio(config.split_ratio), seed, sources, task)
     tables, overlap = _overlap(tables, dedupe=config.dedupe)
-    tables = _subsets(tables, config, seed, split_record)
+    tables = _subsets(tables, config, seed, split_record, task)
     for split in SPLITS:
         if len(tables[split]) == 0:
             raise TfbertError(
@@ -99,7 +107,9 @@ def load_corpus(config: DataConfig, seed: int) -> Corpus:
     features = {"text": datasets.Value("string")}
     if "text_pair" in tables["train"].columns:
         features["text_pair"] = datasets.Value("string")
-    features.update(label=datasets.ClassLabel(names=label_names), row_id=datasets.Value("int64"))
+    label_feature = {"single_label": datasets.ClassLabel(names=label_names), "regression": datasets.Value("float32"),
+                     "multi_label": datasets.Sequence(datasets.Value("float32"), length=len(label_names))}[task]
+    features.update(label=label_feature, row_id=datasets.Value("int64"))
     splits = datasets.DatasetDict(
         {
             split: datasets.Dataset.from_pandas(
@@ -116,10 +126,33 @@ def load_corpus(config: DataConfig, seed: int) -> Corpus:
         fingerprint=fingerprint,
         split_record=split_record,
         overlap=overlap,
+        task=task,
     )
 
 
+def _encode_targets(tables: dict[str, pd.DataFrame], task: str, config: DataConfig, user_names: Optional[list[str]],
+                    sources: dict[str, str]) -> list[str]:
+    """Multi-label sets as 0/1 rows or regression scores in each table's label column; the label names."""
+    where = {split: f"{_FLAGS.get(split, split)} {sources[split]}" for split in tables}
+    if task == "regression":
+        for split, table in tables.items():
+            table["label"] = targets.numeric_targets(table["label"], where[split], table["row_id"].tolist())
+        return [config.label_column]
+    sets = {split: targets.label_sets(table["label"], config.label_separator, where[split], table["row_id"].tolist(),
+                                      config.allow_empty_labels) for split, table in tables.items()}
+    names = user_names or (config.label_columns.split(",") if config.label_columns else
+                           sorted({label for labels in sets["train"] for label in labels}))
+    if len(names) < 2:
+        raise TfbertError(f"{sources['train']}: multi-label data needs at least two labels; it has {names}")
+    for split, table in tables.items():
+        table["label"] = list(targets.multi_hot(sets[split], names, where[split], table["row_id"].tolist()))
+    return names
+
+
 def _standard_columns(frame: pd.DataFrame, config: DataConfig, flag: str, path: str) -> pd.DataFrame:
+    if config.label_columns:
+        frame = targets.gather_label_columns(frame, config.label_columns.split(","), config.label_column,
+                                             f"{flag} {path}")
     wanted = {"text": config.text_column, "label": config.label_column}
     if config.text_pair_column:
         wanted["text_pair"] = config.text_pair_column
@@ -140,11 +173,14 @@ def _standard_columns(frame: pd.DataFrame, config: DataConfig, flag: str, path: 
         )
     table = pd.DataFrame({role: frame[column] for role, column in wanted.items()})
     table["row_id"] = range(len(table))
-    return _check_texts(table, f"{flag} {path}")
+    return _check_texts(table, f"{flag} {path}", targets_checked=bool(
+        config.task in ("multi_label", "regression") or config.label_separator or config.label_columns))
 
 
-def _check_texts(table: pd.DataFrame, where: str) -> pd.DataFrame:
-    for column in ("text", "label") + (("text_pair",) if "text_pair" in table.columns else ()):
+def _check_texts(table: pd.DataFrame, where: str, targets_checked: bool = False) -> pd.DataFrame:
+    """Refuse empty texts (and empty labels, unless the task's own parsing checks them, naming the rows)."""
+    columns = ("text",) + ("label",) * (not targets_checked) + (("text_pair",) if "text_pair" in table.columns else ())
+    for column in columns:
         values = table[column]
         blank = values.isna() | values.astype(str).str.strip().eq("")
         if column == "text_pair":
@@ -254,9 +290,12 @@ def _label_ids(table: pd.DataFrame, names: list[str], split: str, source: str, n
     return values.map(index).astype(int)
 
 
-def _stratified_take(table: pd.DataFrame, count: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _stratified_take(table: pd.DataFrame, count: int, seed: int,
+                     task: str = "single_label") -> tuple[pd.DataFrame, pd.DataFrame]:
     from sklearn.model_selection import train_test_split
 
+    if task != "single_label":
+        return targets.take(table, count, seed, task)
     counts = table["label"].value_counts()
     stratify = table["label"] if counts.min() >= 2 and count >= len(counts) else None
     try:
@@ -267,8 +306,8 @@ def _stratified_take(table: pd.DataFrame, count: int, seed: int) -> tuple[pd.Dat
 
 
 def _make_missing_splits(
-    tables: dict[str, pd.DataFrame], fractions: tuple[float, float, float], seed: int, sources: dict[str, str]
-) -> tuple[dict[str, pd.DataFrame], dict]:
+    tables: dict[str, pd.DataFrame], fractions: tuple[float, float, float], seed: int, sources: dict[str, str],
+    task: str = "single_label") -> tuple[dict[str, pd.DataFrame], dict]:
     """Carve the splits not given as files out of train, in whole examples: round(share x train size)."""
     shares = dict(zip(SPLITS, fractions))
     record: dict = {"seed": seed, "ratio": list(fractions), "made": {}}
@@ -280,14 +319,16 @@ def _make_missing_splits(
         count = round(total * shares[split] / pool_share)
         if count < 1:
             raise TfbertError(f"no {split} data: give {_FLAGS[split]} or a larger share in --split_ratio")
-        train, tables[split] = _stratified_take(train, count, seed)
-        record["made"][split] = f"stratified {count} of {total} rows of {sources['train']}"
+        train, tables[split] = _stratified_take(train, count, seed, task)
+        how = "iteratively stratified" if task == "multi_label" else "stratified"
+        record["made"][split] = f"{how} {count} of {total} rows of {sources['train']}"
     tables["train"] = train
     record["rows"] = {split: sorted(int(r) for r in tables[split]["row_id"]) for split in SPLITS}
     return tables, record
 
 
-def _subsets(tables: dict[str, pd.DataFrame], config: DataConfig, seed: int, record: dict) -> dict[str, pd.DataFrame]:
+def _subsets(tables: dict[str, pd.DataFrame], config: DataConfig, seed: int, record: dict,
+             task: str = "single_label") -> dict[str, pd.DataFrame]:
     """--max_train_samples / --max_eval_samples: a seeded stratified subset of each split, taken after splitting
     so that the splits stay the same whatever the subset size; ``record`` gets the rows kept."""
     limits = {"train": config.max_train_samples, "validation": config.max_eval_samples,
@@ -295,7 +336,7 @@ def _subsets(tables: dict[str, pd.DataFrame], config: DataConfig, seed: int, rec
     for split, limit in limits.items():
         if limit is not None and len(tables[split]) > limit:
             record.setdefault("subset", {})[split] = f"stratified {limit} of {len(tables[split])} rows"
-            tables[split] = _stratified_take(tables[split], limit, seed)[1]
+            tables[split] = _stratified_take(tables[split], limit, seed, task)[1]
             record["rows"][split] = sorted(int(r) for r in tables[split]["row_id"])
     return tables
 

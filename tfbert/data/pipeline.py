@@ -200,7 +200,10 @@ def training_dataset(encoded: datasets.Dataset, tokenizer, batch_size: int, seed
     import tensorflow as tf
 
     columns = _input_columns(encoded)
-    labels = np.asarray(encoded["label"], dtype=np.int64)
+    feature = encoded.features["label"]  # class ids (ClassLabel or ints), else multi-label rows or scores
+    single_label = isinstance(feature, datasets.ClassLabel) or "int" in getattr(feature, "dtype", "")
+    labels = np.asarray(encoded["label"], np.int64 if single_label else np.float32)  # the other tasks' as [n, outputs]
+    labels = labels if single_label else labels.reshape(len(encoded), -1)
     examples = tf.data.Dataset.from_tensor_slices((_ragged_columns(encoded, columns), labels)).map(
         lambda features, label: (_dense_rows(features), label))
     boundaries = bucket_boundaries(max(len(ids) for ids in encoded["input_ids"]))
@@ -213,7 +216,7 @@ def training_dataset(encoded: datasets.Dataset, tokenizer, batch_size: int, seed
             element_length_func=lambda features, label: tf.shape(features["input_ids"])[0],
             bucket_boundaries=boundaries,
             bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-            padding_values=(pad_values, tf.constant(0, tf.int64)),
+            padding_values=(pad_values, tf.constant(0, labels.dtype)),
         )
     )
     if pad_multiple > 1:

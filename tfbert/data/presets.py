@@ -150,6 +150,7 @@ def _read_livedoor(path: Path) -> Rows:
 
 AMAZON_STARS_3 = {0: "neg", 1: "neg", 2: "neu", 3: "pos", 4: "pos"}  # label 0-4 = stars 1-5
 AMAZON_STARS_5 = {i: f"{i + 1}_star" for i in range(5)}
+AMAZON_STARS = {i: str(i + 1) for i in range(5)}
 
 
 def _read_amazon(path: Path) -> Rows:
@@ -176,7 +177,8 @@ PRESETS: dict[str, Preset] = {
         Preset("amazon_ja", "Amazon reviews, Japanese: stars 1-2 neg, 3 neu, 4-5 pos", ("neg", "neu", "pos"),
                hub_id="SetFit/amazon_reviews_multi_ja", read_local=_read_amazon, expected="train/validation/test files",
                schemes={"3": (("neg", "neu", "pos"), AMAZON_STARS_3),
-                        "5": (tuple(AMAZON_STARS_5.values()), AMAZON_STARS_5)}),
+                        "5": (tuple(AMAZON_STARS_5.values()), AMAZON_STARS_5),
+                        "stars": (tuple(AMAZON_STARS.values()), AMAZON_STARS)}),  # 1-5 as a score (--task regression)
         Preset("livedoor", "livedoor news corpus, 9 categories, title + body", LIVEDOOR_CATEGORIES,
                read_local=_read_livedoor),
         Preset("ag_news", "AG News, 4 topics", AG_NEWS_CLASSES, hub_id="ag_news", read_local=_read_ag_news),
