@@ -31,4 +31,4 @@ train: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python train.py $(ARGS)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)

@@ -329,6 +329,12 @@ def test_export_compact_takes_a_keras3_run(keras_models, tmp_path):
         splits[split] = datasets.Dataset.from_dict(encoded)
     prepared = SimpleNamespace(encoded=splits, tokenizer=tokenizer, label_names=names,
                                labels=lambda split: np.asarray(splits[split]["label"]))
+    # The run's own test predictions (evaluation writes them before the export): the agreement is measured on them.
+    test_texts = [r["text"] for r in make_rows(30, seed=2)]
+    full_model, _ = keras_probabilities(model, tokenizer, test_texts)
+    full_labels = [names[i] for i in full_model.argmax(axis=1)]
+    (run.path / "predictions_test.jsonl").write_text("".join(json.dumps({"predicted": label}) + "\n"
+                                                             for label in full_labels), encoding="utf-8")
     config = SimpleNamespace(training=SimpleNamespace(compact_layers="auto", compact_max_f1_drop=1.0, batch_size=8),
                              data=SimpleNamespace(max_length=16, truncation="head"),
                              model=SimpleNamespace(word_tokenizer=None))
@@ -341,6 +347,8 @@ def test_export_compact_takes_a_keras3_run(keras_models, tmp_path):
         expected, _ = keras_probabilities(model, tokenizer, TEXTS)
     np.testing.assert_allclose(TFLitePredictor(run.compact_dir).predict(TEXTS), expected, atol=0.01)  # int8 embeddings
     assert 0 <= entry["test_macro_f1"] <= 1 and entry["test_macro_f1_change"] == round(entry["test_macro_f1"] - 0.5, 4)
+    compact_labels = [names[i] for i in TFLitePredictor(run.compact_dir).predict(test_texts).argmax(axis=1)]
+    assert entry["test_label_agreement"] == pytest.approx(np.mean(np.array(compact_labels) == full_labels), abs=1e-4)
 
 
 @pytest.mark.slow

@@ -128,7 +128,8 @@ def test_infer_through_the_server_equals_infer_on_the_saved_model(server):
         outputs.append([json.loads(line) for line in completed.stdout.splitlines()])
     assert [o["label"] for o in outputs[0]] == [o["label"] for o in outputs[1]]
     for a, b in zip(*outputs):
-        assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-6)
+        # infer.py prints six decimals: a 1e-7 difference between the two paths can round one unit apart.
+        assert a["confidence"] == pytest.approx(b["confidence"], abs=2e-6)
         assert [t["label"] for t in a["top_k"]] == [t["label"] for t in b["top_k"]]
 
 
