@@ -115,6 +115,42 @@ def test_exact_gelu_where_the_checkpoint_says_gelu(checkpoints):
         assert value == pytest.approx(0.8413447, abs=1e-6)  # x * Phi(x) at 1; the tanh form gives 0.8411920
 
 
+def test_training_fusions_keep_outputs_and_gradients(checkpoints):
+    """fused_ops.fuse_keras3: GELU as the XLA kernel, dropout from 16-bit masks; same function, same gradients."""
+    import keras
+    import tensorflow as tf
+
+    from tfbert.fused_ops import fuse_keras3
+    from tfbert.keras_backend import build_classifier
+
+    folder = checkpoints["bert"][0]
+    batch = {key: tf.constant(value) for key, value in sample_batch(with_segments=True).items()}
+    plain, fused = (build_classifier(folder, LABELS, dropout=0.0) for _ in range(2))
+    dropouts = [layer for layer in fused._flatten_layers() if type(layer) is keras.layers.Dropout]
+    assert fuse_keras3(fused) == {"gelu": 2, "dropout": len(dropouts)} and len(dropouts) >= 5
+    assert fuse_keras3(fused) == {"gelu": 0, "dropout": 0}  # idempotent
+
+    def logits_and_gradients(model):
+        with tf.GradientTape() as tape:
+            logits = model(batch, training=True)
+            loss = tf.reduce_sum(tf.square(logits))
+        return logits.numpy(), [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_weights)]
+
+    (expected, expected_grads), (got, got_grads) = logits_and_gradients(plain), logits_and_gradients(fused)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    for g, e in zip(got_grads, expected_grads):
+        np.testing.assert_allclose(g, e, atol=1e-4, rtol=1e-4)
+
+    with_dropout = build_classifier(folder, LABELS, dropout=0.25)
+    fuse_keras3(with_dropout)
+    layer = next(layer for layer in with_dropout._flatten_layers() if isinstance(layer, keras.layers.Dropout))
+    ones = tf.ones([200, 100])
+    first, second = np.asarray(layer(ones, training=True)), np.asarray(layer(ones, training=True))
+    assert set(np.unique(first)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((first == 0).mean() - 0.25) < 0.01 and not np.array_equal(first, second)  # a fresh mask per call
+    np.testing.assert_array_equal(np.asarray(layer(ones, training=False)), ones.numpy())
+
+
 def test_supports(checkpoints, tmp_path):
     from tfbert.keras_backend import supports
 

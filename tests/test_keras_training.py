@@ -157,7 +157,7 @@ def test_config_records_the_backend_and_why(keras_run):
     assert config["settings"]["model"]["backend"] == "keras"
     assert config["resolved"]["backend"] == "keras"
     assert config["resolved"]["backend_reason"] == "--backend keras"
-    assert config["resolved"]["fused_ops"] is False  # tfbert's fusions rewrite transformers' layers only
+    assert config["resolved"]["fused_ops"] is True  # --fused_ops auto on a CPU: fused_ops.fuse_keras3
 
 
 @pytest.mark.slow  # a Keras 3 fit: tens of seconds

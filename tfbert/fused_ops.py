@@ -1,4 +1,5 @@
-"""Faster layers on CPU. Training: exact GELU as one XLA kernel, dropout from 16-bit masks; serving:
+"""Faster layers on CPU. Training: exact GELU as one XLA kernel, dropout from 16-bit masks (transformers' layers:
+:func:`fuse`; Keras 3's on TensorFlow: :func:`fuse_keras3`); serving:
 Dense and GELU in the shape oneDNN fuses, and a last encoder layer that computes the first token only.
 
 Without XLA, TensorFlow runs BERT's exact GELU as about seven elementwise passes forward and ten
@@ -306,4 +307,45 @@ def fuse(model, for_serving: bool = False) -> dict[str, int]:
             layer.__class__ = _fused_dropout_class()
             counts["dropout"] += 1
     counts["first_token_layer"] = int(for_serving and last_layer_for_first_token(model))
+    return counts
+
+
+@functools.lru_cache(maxsize=None)
+def _keras3_dropout_class():
+    import keras
+    import tensorflow as tf
+
+    class FusedKerasDropout(keras.layers.Dropout):
+        """Keras 3's Dropout (TensorFlow backend) computing :func:`dropout_mask` in training, seeded by the layer's
+        own SeedGenerator (keras.utils.set_random_seed still makes a run repeatable)."""
+
+        def call(self, inputs, training=False):
+            if not (training and self.rate > 0):
+                return inputs
+            seed = tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max - 1), tf.int32)
+            return inputs * dropout_mask(tf.shape(inputs), float(self.rate), inputs.dtype, seed)
+
+    return FusedKerasDropout
+
+
+def fuse_keras3(model) -> dict[str, int]:
+    """The training fusions of :func:`fuse` for a Keras 3 model on TensorFlow (keras-hub's encoder), in place:
+    Dense layers whose activation is exact GELU compute it as :func:`gelu`, and Dropout layers draw 16-bit masks.
+    Return the counts. Weights and saved files are unchanged (keras_backend.save writes no activations).
+
+    Example:
+        >>> fuse_keras3(model)  # doctest: +SKIP
+        {'gelu': 6, 'dropout': 20}
+    """
+    import keras
+
+    counts = {"gelu": 0, "dropout": 0}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Dense) and layer.activation is not gelu \
+                and _computes_exact_gelu(layer.activation):
+            layer.activation = gelu
+            counts["gelu"] += 1
+        if type(layer) is keras.layers.Dropout and layer.noise_shape is None:
+            layer.__class__ = _keras3_dropout_class()
+            counts["dropout"] += 1
     return counts

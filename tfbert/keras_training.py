@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from tfbert import fit_callbacks
+from tfbert import fit_callbacks, fused_ops
 from tfbert.errors import TfbertError
 from tfbert.fit_callbacks import MONITOR, FitResult
 
@@ -135,6 +135,8 @@ def fit(context, prepared):
         total_updates=total_updates, accumulation_steps=accumulation, freeze_encoder=model_settings.freeze_encoder,
         head_hidden_size=model_settings.head_hidden_size,
         jit_compile=settings.xla or keras.backend.backend() == "jax")  # un-jitted JAX runs op by op
+    if context.fused:
+        logger.info("fused ops: %s", fused_ops.fuse_keras3(model))
     # Batches of --batch_size; the optimizer sums --grad_accum_steps of them into one update.
     train_data = training_dataset(encoded["train"], prepared.tokenizer, settings.batch_size, settings.seed,
                                   pad_multiple=context.pad_multiple, repeat=True)
