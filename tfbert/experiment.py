@@ -162,9 +162,7 @@ def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
     strategy = distribution.select_strategy(settings.strategy, settings.tpu, settings.batch_size)  # before TF's 1st op
     policy = runtime.resolve_precision(settings.precision)
     runtime.set_precision(policy)
-    # XLA kernels in TensorFlow: not for a Keras 3 model on JAX
-    fused = runtime.use_fused_ops(settings.fused_ops) and not (prepared.backend.is_keras
-                                                             and config.model.keras_backend != "tensorflow")
+    fused = runtime.use_fused_ops(settings.fused_ops) and config.model.keras_backend == "tensorflow"  # not on JAX
     runtime.set_seed(settings.seed, settings.deterministic)
     output_dir, plots_dir, scratch = distribution.run_roots(strategy, settings.output_dir, settings.plots_dir)
     # Only the chief resumes a run folder; the other workers of a cluster write into a scratch folder.
