@@ -128,3 +128,26 @@ def test_first_token_layer_on_other_families(family, rewritten):
     before = model(batch, training=False).logits.numpy()
     assert fuse(model, for_serving=True)["first_token_layer"] == int(rewritten)
     np.testing.assert_allclose(model(batch, training=False).logits, before, atol=1e-5)
+
+
+def test_a_new_layer_class_takes_effect_after_the_model_was_saved(tmp_path):
+    """tf_keras' SavedModel writer leaves each layer's original ``call`` on the instance: a class swapped in
+    afterwards (the export's remapper-safe LayerNorm) must still be the one that runs."""
+    import tensorflow as tf
+
+    from tfbert.fused_ops import set_layer_class
+
+    class Doubled(tf.keras.layers.Dense):
+        def call(self, inputs):
+            return 2.0 * super().call(inputs)
+
+    dense = tf.keras.layers.Dense(3)
+    model = tf.keras.Sequential([tf.keras.Input([4]), dense])
+    x = tf.ones([2, 4])
+    expected = model(x).numpy()
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    assert "call" in vars(dense)  # what the writer leaves behind
+    set_layer_class(dense, Doubled)
+    np.testing.assert_allclose(model(x), 2.0 * expected, rtol=1e-6)
+    set_layer_class(dense, tf.keras.layers.Dense)
+    np.testing.assert_allclose(model(x), expected, rtol=1e-6)

@@ -40,6 +40,7 @@ from typing import Optional
 
 import numpy as np
 
+from tfbert import fused_ops
 from tfbert.errors import TfbertError
 from tfbert.graph_tokenizers import in_graph_tokenization, text_encoder
 from tfbert.model_settings import ModelSettings
@@ -107,12 +108,12 @@ def _remapper_safe_layer_norms(model):
 
     swapped = [layer for layer in model.submodules if type(layer) is tf.keras.layers.LayerNormalization]
     for layer in swapped:
-        layer.__class__ = _remapper_safe_layer_norm_class()
+        fused_ops.set_layer_class(layer, _remapper_safe_layer_norm_class())
     try:
         yield
     finally:
         for layer in swapped:
-            layer.__class__ = tf.keras.layers.LayerNormalization
+            fused_ops.set_layer_class(layer, tf.keras.layers.LayerNormalization)
 
 
 def model_forward(model, uses_token_types: bool, weights_in_graph: bool = True):

@@ -42,6 +42,14 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 ACTIVATION_ATTRIBUTES = ("intermediate_act_fn", "activation")  # where BERT-family layers keep their activation
 
 
+def set_layer_class(layer, cls) -> None:
+    """Give ``layer`` the class ``cls``. tf_keras' SavedModel writer puts each layer's ``call`` back as an
+    instance attribute after saving, which would shadow the new class's ``call``; the class's own is the
+    same method, so it is dropped."""
+    layer.__dict__.pop("call", None)
+    layer.__class__ = cls
+
+
 @functools.lru_cache(maxsize=None)
 def _kernels():
     """The XLA kernels, built once (they are traced per input shape; each compiles in ~0.1 s)."""
@@ -164,7 +172,7 @@ def seed_dropouts(model) -> int:
 
     stock = [layer for layer in model.submodules if type(layer) is tf.keras.layers.Dropout]
     for layer in stock:
-        layer.__class__ = _seeded_dropout_class()
+        set_layer_class(layer, _seeded_dropout_class())
     return len(stock)
 
 
@@ -265,14 +273,14 @@ def last_layer_for_first_token(model) -> bool:
     probe = {"input_ids": input_ids, "attention_mask": tf.constant([[1] * 6, [1, 1, 1, 0, 0, 0]])}
     expected = model(probe, training=False).logits.numpy()
     original = type(last)
-    last.__class__ = _first_token_layer_class(original)
+    set_layer_class(last, _first_token_layer_class(original))
     try:
         logits = model(probe, training=False).logits.numpy()
     except Exception:  # a layer with other call arguments: keep the original
         logits = None
     tolerance = 1e-4 if last.compute_dtype == "float32" else 3e-2  # 16-bit: other matmul shapes round differently
     if logits is None or logits.shape != expected.shape or not np.allclose(logits, expected, rtol=0, atol=tolerance):
-        last.__class__ = original
+        set_layer_class(last, original)
         return False
     return True
 
@@ -292,7 +300,7 @@ def fuse(model, for_serving: bool = False) -> dict[str, int]:
     counts = {"gelu": 0, "dropout": 0, "dense": 0}
     for layer in model.submodules:
         if for_serving and type(layer) is tf.keras.layers.Dense:
-            layer.__class__ = _flat_dense_class()
+            set_layer_class(layer, _flat_dense_class())
             counts["dense"] += 1
         if for_serving and _move_gelu_into_dense(layer):
             counts["gelu"] += 1
@@ -304,7 +312,7 @@ def fuse(model, for_serving: bool = False) -> dict[str, int]:
                 setattr(layer, attribute, replacement)
                 counts["gelu"] += 1
         if not for_serving and type(layer) is tf.keras.layers.Dropout and layer.noise_shape is None:
-            layer.__class__ = _fused_dropout_class()
+            set_layer_class(layer, _fused_dropout_class())
             counts["dropout"] += 1
     counts["first_token_layer"] = int(for_serving and last_layer_for_first_token(model))
     return counts
@@ -346,6 +354,6 @@ def fuse_keras3(model) -> dict[str, int]:
             layer.activation = gelu
             counts["gelu"] += 1
         if type(layer) is keras.layers.Dropout and layer.noise_shape is None:
-            layer.__class__ = _keras3_dropout_class()
+            set_layer_class(layer, _keras3_dropout_class())
             counts["dropout"] += 1
     return counts

@@ -21,6 +21,8 @@ import contextlib
 import functools
 import math
 
+from tfbert import fused_ops
+
 
 def is_keras3_classifier(model) -> bool:
     """Whether ``model`` is a classifier from tfbert.keras_backend (not one of transformers' TF classes).
@@ -224,9 +226,9 @@ def serving_rewrites(model, flat_encoders: bool = True, first_token: bool = True
         elif flat_encoders:
             swapped.append((layer, TransformerEncoder, _encoder_class(layer is last)))
     for layer, _, serving in swapped:
-        layer.__class__ = serving
+        fused_ops.set_layer_class(layer, serving)
     try:
         yield
     finally:
         for layer, original, _ in swapped:
-            layer.__class__ = original
+            fused_ops.set_layer_class(layer, original)
