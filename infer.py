@@ -3,7 +3,7 @@
 import sys
 
 import tfbert  # noqa: F401  (sets the environment before TensorFlow loads)
-from tfbert.cli import parse_infer_args, run_main, setup_logging
+from tfbert.cli import exit_now, parse_infer_args, run_main, setup_logging
 
 
 def main() -> int:
@@ -65,4 +65,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    exit_now(run_main(main))

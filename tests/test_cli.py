@@ -258,3 +258,16 @@ def test_headerless_tsv_trains_with_columns_and_max_samples(tiny_model_dir, tmp_
     settings = config["settings"]["data"]
     assert (settings["columns"], settings["max_train_samples"], settings["max_eval_samples"]) == ("text,label", 60, 9)
     assert config["data"]["text_pair"] is False
+
+
+def test_exit_now_keeps_every_written_line_and_the_exit_code():
+    import subprocess
+    import sys
+
+    script = ("import logging, sys\nfrom tfbert.cli import exit_now\nlogging.basicConfig(stream=sys.stderr)\n"
+              "print('line ' * 20000)\nlogging.getLogger('t').warning('last words')\nsys.stdout.write('no newline')\n"
+              "exit_now(3)\nprint('never')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert done.stdout == "line " * 20000 + "\nno newline"
+    assert "last words" in done.stderr

@@ -118,6 +118,8 @@ def test_an_export_folder_is_used_as_given(tmp_path):
 _RUNNER = """
 import json, runpy, sys
 sys.argv, sys.path[0] = ["infer.py", *sys.argv[1:]], %r  # as `python infer.py ...` starts
+import tfbert.cli
+tfbert.cli.exit_now = sys.exit  # end by SystemExit, so that the report below gets written
 try:
     runpy.run_path(%r, run_name="__main__")
 except SystemExit as stop:

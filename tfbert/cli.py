@@ -116,3 +116,18 @@ def run_main(main: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def exit_now(code: int) -> None:
+    """Flush what was written and end the process without tearing TensorFlow down.
+
+    A short command that loaded a model spends about a second after its last line freeing TensorFlow's
+    graphs and kernels (infer.py on a MiniLM SavedModel: answer at 8.7 s, exit at 9.7 s); the operating
+    system frees them at once. Only for the end of a command, when nothing is left to write.
+    """
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
