@@ -1,7 +1,5 @@
 """Label texts with a trained model: python infer.py "text one" "text two" [--model RUN] [--top_k 3] [--json]"""
 
-import sys
-
 import tfbert  # noqa: F401  (sets the environment before TensorFlow loads)
 from tfbert.cli import exit_now, parse_infer_args, run_main, setup_logging
 
