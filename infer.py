@@ -10,6 +10,7 @@ def main() -> int:
     from pathlib import Path
 
     from tfbert import inputs, runtime, tasks
+    from tfbert.errors import TfbertError
 
     config = parse_infer_args()
     setup_logging(quiet=True, verbose=config.verbose)
@@ -36,6 +37,9 @@ def main() -> int:
         from tfbert import attributions
 
         tasks.require(getattr(predictor, "task", "single_label"), ("single_label",), "--explain")
+        if getattr(predictor, "stride", None) is not None:
+            raise TfbertError("--explain shows one window's tokens; this model reads long texts in windows "
+                              "(--long_text window): drop --explain")
 
         why = attributions.explain_predictor(predictor, texts, pairs)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -28,6 +29,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_py(base: Path, *flags: str):
+    """serve.py on ``base`` (a SavedModel) on a free port: yields its URL once it is ready; stops it after."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--model", str(base), "--port", str(port),
+                                *flags], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if call(f"{url}/readyz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def call(url: str, body: bytes | None = None) -> tuple[int, dict]:

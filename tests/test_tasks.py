@@ -296,22 +296,11 @@ def test_bad_task_input_ends_with_one_line_and_exit_2(tiny_model_dir, tmp_path, 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["multi_label", "regression"])
 def test_the_server_answers_with_the_saved_models_outputs_and_thresholds(runs, task):
-    import time
-
-    from test_serving import call, free_port
+    from test_serving import serve_py
     from tfbert.predictors import SavedModelPredictor, ServerPredictor
 
-    base, port = runs[task] / "saved_model", free_port()
-    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--model", str(base), "--port", str(port),
-                                "--model_name", "demo"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                if call(f"{url}/readyz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
+    base = runs[task] / "saved_model"
+    with serve_py(base, "--model_name", "demo") as url:
         texts = [row["text"] for row in topic_rows(12, seed=5)]
         server, saved = ServerPredictor(f"{url}/v1/models/demo"), SavedModelPredictor(base)
         np.testing.assert_allclose(server.predict(texts), saved.predict(texts), atol=1e-5)
@@ -320,9 +309,6 @@ def test_the_server_answers_with_the_saved_models_outputs_and_thresholds(runs, t
             np.testing.assert_allclose(server.thresholds, saved.thresholds, atol=1e-6)
             assert (tasks.decide(server.predict(texts), server.thresholds) ==
                     tasks.decide(saved.predict(texts), saved.thresholds)).all()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_amazon_ja_stars_is_a_regression_on_one_to_five(tmp_path):

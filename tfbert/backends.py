@@ -107,6 +107,8 @@ def for_run(config, checkpoint: Union[str, Path], task: str = "single_label") ->
     """
     if task != "single_label" and config.model.backend == "auto":  # the Keras 3 head is single-label only
         return Backend(TRANSFORMERS, f"auto: the data is {task}, which the Keras 3 backend does not train yet")
+    if config.data.long_text == "window" and config.model.backend == "auto":
+        return Backend(TRANSFORMERS, "auto: --long_text window, which the Keras 3 backend does not read yet")
     backend = resolve(config.model.backend, checkpoint)
     if backend.is_keras:
         problems = keras_problems(config) + ([f"the data is {task}; the Keras 3 backend trains single-label "
@@ -124,6 +126,7 @@ def keras_problems(config) -> list[str]:
     checks = [
         (training.resume, "--resume works with --backend transformers only (Keras 3 runs keep no backups yet)"),
         (training.save_every, "--save_every works with --backend transformers only (Keras 3 runs keep no backups yet)"),
+        (config.data.long_text == "window", "--long_text window works with --backend transformers only"),
         (training.strategy in ("multi_worker", "tpu"),
          f"--strategy {training.strategy} is not wired for --backend keras; use auto, default or mirrored"),
         (model.keras_backend == "jax" and training.export_tflite,

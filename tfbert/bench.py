@@ -88,12 +88,16 @@ def _measure_compact(folder: Path, texts: list[str], labels: np.ndarray, label_n
     }
 
 
-def _compact_export_possible(argv: list[str]) -> bool:
-    """Whether the run may get --export_tflite: not with Keras 3 on JAX (the compact export traces in TensorFlow)."""
+def _no_compact_export(argv: list[str]) -> str:
+    """Why the run may not get --export_tflite, or "": not with Keras 3 on JAX (the compact export traces in
+    TensorFlow), nor with --long_text window (it reads texts cut at --max_length)."""
     from tfbert.config import TrainConfig, build_parser, parse_sections
 
     parser = build_parser("python -m tfbert.bench", BENCH_DESCRIPTION)
-    return TrainConfig(*parse_sections(parser, argv)).model.keras_backend != "jax"
+    config = TrainConfig(*parse_sections(parser, argv))
+    if config.model.keras_backend == "jax":
+        return "no compact export with --keras_backend jax"
+    return "no compact export with --long_text window" if config.data.long_text == "window" else ""
 
 
 def _non_embedding_parameters(folder: Path, backend: str) -> int:
@@ -153,7 +157,8 @@ def first_prediction_seconds(run: Path, text: str = "この商品は最高です
 BENCH_DESCRIPTION = (
     "Train with train.py's flags, then measure the SavedModel and the compact export; print one JSON object. "
     "It always adds --export_tflite, --patience 0 (every epoch runs), --quiet, and --output_dir/--plots_dir "
-    "in a temporary folder, whatever is given for them (--export_tflite not with --keras_backend jax)."
+    "in a temporary folder, whatever is given for them (--export_tflite not with --keras_backend jax or "
+    "--long_text window)."
 )
 
 
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     workdir = Path(tempfile.mkdtemp(prefix="tfbert-bench-"))
     forced = ["--quiet", "--output_dir", str(workdir / "output"), "--plots_dir", str(workdir / "plots"),
-              "--patience", "0"] + (["--export_tflite"] if _compact_export_possible(argv) else [])
+              "--patience", "0"] + ([] if _no_compact_export(argv) else ["--export_tflite"])
     config = parse_train_args(argv + forced, prog="python -m tfbert.bench", description=BENCH_DESCRIPTION)
     setup_logging(quiet=True, verbose=config.training.verbose)
     from tfbert import runtime
@@ -217,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         "single_text_latency_ms_p99": _percentile(latencies, 0.99),
         "saved_model_mib": round(runs.folder_bytes(predictor.path) / 2**20, 1),
     }
+    if config.data.long_text == "window":
+        report.update(long_text="window", stride=config.data.stride, window_pool=config.data.window_pool)
     if "compact" not in metrics:
-        report["compact_error"] = "no compact export with --keras_backend jax"
+        report["compact_error"] = _no_compact_export(argv)
     elif "error" in metrics["compact"]:  # the benchmark reports what failed instead of hiding it
         report["compact_error"] = metrics["compact"]["error"]
     else:

@@ -100,6 +100,13 @@ class DataConfig:
         default="head",
         meta={"choices": ["head", "tail", "head_tail"]},
     )
+    long_text: str = setting(
+        "a text over --max_length tokens: truncate (--truncation says which part stays), or window: read it whole "
+        "in overlapping windows, each classified, the text's answer pooled from theirs (--window_pool)",
+        default="truncate", meta={"choices": ["truncate", "window"]})
+    stride: int = setting("--long_text window: tokens each window shares with the one before", default=64)
+    window_pool: str = setting("--long_text window: how a text's answer is made of its windows': mean (of the "
+                               "logits) or max", default="mean", meta={"choices": ["mean", "max"]})
     cache_dir: str = setting(
         "where tokenised splits are kept and reused (keyed by a digest of rows, tokenizer and settings); "
         "default $TFBERT_CACHE or ~/.cache/tfbert; 'off' turns caching off",
@@ -318,6 +325,10 @@ def data_problems(d: DataConfig) -> list[str]:
                          ("--text_pair_column", d.text_pair_column)):
         checks.append((names and column and column not in named,
                        f"--columns {d.columns} names no {column!r} column; name one {column} or set {flag}"))
+    window = d.long_text == "window"
+    checks += [(window and d.truncation != "head", f"--truncation {d.truncation} is for --long_text truncate; "
+                "windows read the whole text, drop it"),
+               (window and d.stride < 0, "--stride must not be negative (tokens a window shares with the one before)")]
     return [message for failed, message in checks if failed]
 
 
@@ -374,6 +385,8 @@ def task_problems(d: DataConfig, t: TrainingConfig) -> list[tuple[Any, str]]:
             ((d.label_separator or d.label_columns) and d.task in ("single_label", "regression"),
              f"--label_separator/--label_columns are for multi-label data, not --task {d.task}"),
             (t.export_tflite and not single, "--export_tflite is for --task single_label only; drop it"),
+            (t.export_tflite and d.long_text == "window", "--export_tflite reads texts cut at --max_length; drop it "
+             "with --long_text window"),
             (threshold_problem(t.threshold), threshold_problem(t.threshold))]
 
 

@@ -96,17 +96,30 @@ def evaluate_predictions(
     return Evaluation(metrics=metrics, report=report, confusion=confusion, errors=errors)
 
 
-def predict_probabilities(model, encoded, tokenizer, batch_size: int = 64, task: str = "single_label") -> np.ndarray:
+def predict_probabilities(model, encoded, tokenizer, batch_size: int = 64, task: str = "single_label",
+                          window_pool: str = "mean") -> np.ndarray:
     """Class probabilities (float32) for every example of a tokenised split, in the split's order (a multi-label
-    model's sigmoid probabilities, a regression model's [n, 1] scores: tfbert.tasks.activate)."""
+    model's sigmoid probabilities, a regression model's [n, 1] scores: tfbert.tasks.activate).
+
+    A windowed split (``--long_text window``) gets one answer per text, pooled from its windows' (``window_pool``).
+    """
     import tensorflow as tf
 
+    from tfbert import windows
     from tfbert.data.pipeline import inference_dataset, prediction_order
 
+    document = None
+    if windows.is_windowed(encoded):
+        n_documents = len(encoded[windows.WINDOW_COLUMN])
+        encoded, document = windows.window_rows(encoded)
     order = prediction_order(encoded)
     batches = inference_dataset(encoded, tokenizer, batch_size, order=order)
     outputs = model.predict(batches, verbose=0)
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs  # transformers' output dict; Keras 3's array
+    if document is not None:
+        in_order = np.empty(logits.shape, np.float32)
+        in_order[order] = logits
+        return windows.pooled_outputs(task, in_order, document, n_documents, window_pool)
     if task == "single_label":
         sorted_probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1).numpy()
     else:
@@ -118,7 +131,8 @@ def predict_probabilities(model, encoded, tokenizer, batch_size: int = 64, task:
     return probabilities
 
 
-def split_metrics(model, split, tokenizer, label_names: list[str], batch_size: int = 64) -> dict:
+def split_metrics(model, split, tokenizer, label_names: list[str], batch_size: int = 64,
+                  window_pool: str = "mean") -> dict:
     """Metrics of ``model`` on one tokenised split with a ``label`` column: the training model's validation
     each epoch, and each candidate of the compact export's layer search.
 
@@ -126,7 +140,7 @@ def split_metrics(model, split, tokenizer, label_names: list[str], batch_size: i
         >>> split_metrics(model, encoded["validation"], tokenizer, ["neg", "pos"])["macro_f1"]  # doctest: +SKIP
         0.91
     """
-    probabilities = predict_probabilities(model, split, tokenizer, batch_size)
+    probabilities = predict_probabilities(model, split, tokenizer, batch_size, window_pool=window_pool)
     return evaluate_predictions(probabilities, np.asarray(split["label"]), label_names).metrics
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tfbert import backends, baseline, distribution, keras_training, resume, runs, runtime, tasks
+from tfbert import backends, baseline, distribution, keras_training, resume, runs, runtime, tasks, windows
 from tfbert.config import TrainConfig
 from tfbert.diagnose import library_versions
 from tfbert.errors import TfbertError
@@ -124,7 +124,7 @@ def _run_steps(context: RunContext, prepared: Prepared) -> dict:
 
 def prepare(config: TrainConfig, report=print) -> Prepared:
     """Load, check and tokenise the data and the tokenizer; report the data and any warning. Writes nothing."""
-    from tfbert.data.checks import check_data
+    from tfbert.data.checks import check_data, describe_data
     from tfbert.data.corpus import load_corpus
     from tfbert.data.pipeline import tokenize
     from tfbert.modeling import load_tokenizer, model_max_length, resolve_checkpoint
@@ -138,22 +138,16 @@ def prepare(config: TrainConfig, report=print) -> Prepared:
     limit = model_max_length(checkpoint, tokenizer)
     if data.max_length > limit:
         raise TfbertError(f"--max_length {data.max_length} is over the model's limit of {limit} tokens; use {limit} or less")
-    encoded = tokenize(corpus.splits, tokenizer, data.max_length, data.truncation, data.tokenization_cache())
+    windows.check_stride(tokenizer, data, corpus.has_text_pair)
+    encoded = tokenize(corpus.splits, tokenizer, data.max_length, data.truncation, data.tokenization_cache(),
+                       windows.stride_of(data))
     checks = check_data(corpus, encoded, tokenizer, model_settings.model_name)
     prepared = Prepared(corpus=corpus, encoded=encoded, tokenizer=tokenizer, checkpoint=checkpoint, checks=checks,
                         train_lengths=np.asarray(encoded["train"]["n_tokens"]), backend=backend)
-    report(_describe_data(prepared, data.max_length))
+    report(describe_data(corpus, encoded["train"], prepared.train_lengths, data.max_length))
     for warning in checks.warnings:  # now, so that a user can stop the run; the summary repeats them
         logger.warning(warning)
     return prepared
-
-
-def _describe_data(prepared: Prepared, max_length: int) -> str:
-    corpus = prepared.corpus
-    sizes = ", ".join(f"{split} {n}" for split, n in corpus.sizes().items())
-    share = float((prepared.train_lengths > max_length).mean())
-    return (f"data: {corpus.name} ({sizes}); {corpus.task.replace('_', '-')}, {len(corpus.label_names)} label(s); "
-            f"{share:.1%} of training texts truncated at {max_length} tokens")
 
 
 def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
@@ -221,7 +215,7 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
     if prepared.backend.is_keras:
         return Results(*keras_training.fit(context, prepared), peak_rss_mib_training=runtime.peak_rss_mib())
     settings, encoded = context.config.training, prepared.encoded
-    n_train = len(encoded["train"])
+    n_train = windows.window_count(encoded["train"])  # examples per epoch: a windowed text gives one per window
     update_batch = settings.batch_size * settings.grad_accum_steps  # examples per optimizer update
     steps_per_epoch = -(-n_train // update_batch)
     model = _compiled_model(context, prepared, steps_per_epoch * settings.epochs)
@@ -230,7 +224,8 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
 
     def evaluate_validation() -> dict:
         return split_metrics(model, encoded["validation"], prepared.tokenizer, prepared.label_names,
-                             settings.batch_size * 2, prepared.corpus.task, settings.threshold)
+                             settings.batch_size * 2, prepared.corpus.task, settings.threshold,
+                             context.config.data.window_pool)
 
     class_weight = None
     if settings.class_weight == "balanced":
@@ -240,7 +235,7 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
     fitted = training.fit(
         model, train_data, epochs=settings.epochs, evaluate_validation=evaluate_validation,
         run_dir=context.run.path, patience=settings.patience, class_weight=class_weight, n_train=n_train,
-        steps_per_epoch=steps_per_epoch, n_train_tokens=int(sum(len(ids) for ids in encoded["train"]["input_ids"])),
+        steps_per_epoch=steps_per_epoch, n_train_tokens=windows.token_count(encoded["train"]),
         verbose=verbose, progress_every=progress_every, examples_per_step=update_batch, save_every=settings.save_every,
         backup_run_dir=context.backed_up, monitor=tasks.monitor(prepared.corpus.task),
     )
@@ -279,7 +274,8 @@ def _evaluate_and_write(context: RunContext, prepared: Prepared, model) -> dict:
     settings, names, encoded, task = context.config.training, prepared.label_names, prepared.encoded, prepared.corpus.task
     evaluations, predictions = {}, {}
     for split in ("validation", "test"):
-        probabilities = predict_probabilities(model, encoded[split], prepared.tokenizer, settings.batch_size * 2, task)
+        probabilities = predict_probabilities(model, encoded[split], prepared.tokenizer, settings.batch_size * 2, task,
+                                              context.config.data.window_pool)
         gold, row_ids = prepared.labels(split), encoded[split]["row_id"]
         evaluations[split], predictions[split] = evaluate_split(  # multi-label thresholds: set on validation
             task, probabilities, gold, names, row_ids, settings.threshold, evaluations.get("validation"),
@@ -319,6 +315,7 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
         uses_token_type_ids="token_type_ids" in prepared.tokenizer.model_input_names,
         head_hidden_size=model_settings.head_hidden_size if model_settings.freeze_encoder else 0,
         task=prepared.corpus.task, thresholds=thresholds,
+        long_text=data.long_text, stride=data.stride, window_pool=data.window_pool,
     ))
     staging.rename(run.model_dir)
     # The export is built afresh from the saved folder in its own precision (not the training one),
@@ -330,6 +327,7 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
         serving_model, prepared.tokenizer, id2label=dict(enumerate(prepared.label_names)),
         max_length=data.max_length, base_dir=run.saved_model_base, truncation=data.truncation,
         weights_in_graph=settings.export_weights == "constants", task=prepared.corpus.task, thresholds=thresholds,
+        stride=windows.stride_of(data), window_pool=data.window_pool,
     )
     if not settings.export_tflite:
         return saved_model, None

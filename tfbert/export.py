@@ -203,9 +203,15 @@ def _classifier_class():
             self.forward, self.encoder, self.model = forward, encoder, model
             self.labels = tf.constant(labels)
 
-        def classify(self, input_ids, attention_mask, token_type_ids):
+        def logits(self, input_ids, attention_mask, token_type_ids):
             # The frozen forward pass returns a list of one tensor, the one with variables the tensor itself.
-            logits = tf.nest.flatten(self.forward(input_ids, attention_mask, token_type_ids))[0]
+            return tf.nest.flatten(self.forward(input_ids, attention_mask, token_type_ids))[0]
+
+        def classify(self, input_ids, attention_mask, token_type_ids):
+            return self.outputs(self.logits(input_ids, attention_mask, token_type_ids))
+
+        def outputs(self, logits):
+            """The signature's outputs for float32 logits [batch, classes] (tfbert.task_export for other tasks)."""
             probabilities = tf.nn.softmax(logits, axis=-1)
             label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
             label_names = tf.tile(self.labels[tf.newaxis, :], [tf.shape(label_id)[0], 1])
@@ -215,9 +221,52 @@ def _classifier_class():
     return TextClassifier
 
 
+WINDOW_INPUTS = {**ID_INPUTS, "window_document": "int64 [windows]: the index of the text each row is a window of "
+                                                   "(0, 1, ...); one output row per text"}
+
+
+def _window_signatures(module, task: str, stride: int, window_pool: str, text_in: bool) -> dict:
+    """A windowed model's signatures: ``predict_windows`` (tokenised windows and their text index in, one answer
+    per text out) and, with in-graph tokenisation, ``serving_default`` and ``predict_text_pair`` (raw text in,
+    windows made in the graph)."""
+    import tensorflow as tf
+
+    from tfbert.length_groups import in_length_groups
+    from tfbert.windows import graph_pooled_logits
+
+    ids_spec = tf.TensorSpec([None, None], tf.int64)
+
+    @tf.function(input_signature=[ids_spec, ids_spec, ids_spec, tf.TensorSpec([None], tf.int64)])
+    def predict_windows(input_ids, attention_mask, token_type_ids, window_document):
+        logits = tf.cast(module.logits(input_ids, attention_mask, token_type_ids), tf.float32)
+        texts = tf.reduce_max(tf.concat([[-1], window_document], axis=0)) + 1  # 0 for no windows
+        return module.outputs(graph_pooled_logits(task, logits, window_document, texts, window_pool))
+
+    def answer(text, text_pair):
+        input_ids, attention_mask, token_type_ids, document = module.encoder.encode_windows(text, stride, text_pair)
+        logits = tf.cast(in_length_groups(module.logits, input_ids, attention_mask, token_type_ids), tf.float32)
+        return module.outputs(graph_pooled_logits(task, logits, document, tf.size(text), window_pool))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve_text(text):
+        return answer(text, None)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
+                                  tf.TensorSpec([None], tf.string, name="text_pair")])
+    def serve_text_pair(text, text_pair):
+        return answer(text, text_pair)
+
+    signatures = {"predict_windows": predict_windows.get_concrete_function()}
+    if text_in:
+        signatures["serving_default"] = serve_text.get_concrete_function()
+        signatures["predict_text_pair"] = serve_text_pair.get_concrete_function()
+    return signatures
+
+
 def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length: int, base_dir: str | Path,
                        truncation: str = "head", weights_in_graph: bool = True, task: str = "single_label",
-                       thresholds: Optional[list[float]] = None) -> Path:
+                       thresholds: Optional[list[float]] = None, stride: Optional[int] = None,
+                       window_pool: str = "mean") -> Path:
     """Write the next numbered version under ``base_dir`` atomically and return its folder.
 
     The version is written to a hidden folder in ``base_dir`` and renamed into place, so TF Serving
@@ -234,6 +283,10 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         weights_in_graph: store the weights as graph constants (faster requests, more server memory: see
             :func:`model_forward`), else as variables.
         task, thresholds: multi-label or regression models get the outputs of :mod:`tfbert.task_export`.
+        stride, window_pool: a model that reads long texts in windows (tfbert.windows): ``serving_default`` gives
+            one answer per text, pooled in the graph from its windows' (``predict_text_pair`` too: the first text in
+            every window); ``predict_windows`` takes windows tokenised by the client with each one's text index
+            (``window_document``).
 
     Example:
         >>> export_saved_model(model, tokenizer, id2label={0: "neg", 1: "pos"}, max_length=128,
@@ -273,7 +326,10 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
 
         signatures = {"predict_ids": predict_ids.get_concrete_function()}
         described = {"predict_ids": {"inputs": ID_INPUTS, "outputs": OUTPUTS}}
-        if exact:
+        if stride is not None:
+            signatures.update(_window_signatures(module, task, stride, window_pool, exact))
+            described["predict_windows"] = {"inputs": WINDOW_INPUTS, "outputs": OUTPUTS}
+        elif exact:
             from tfbert.length_groups import in_length_groups
 
             @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -287,13 +343,16 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
 
             signatures["serving_default"] = serve_text.get_concrete_function()
             signatures["predict_text_pair"] = serve_text_pair.get_concrete_function()
+        if exact:
             described["serving_default"] = {"inputs": {"text": "string [batch]"}, "outputs": OUTPUTS}
             described["predict_text_pair"] = {"inputs": {"text": "string [batch]", "text_pair": "string [batch]"},
                                               "outputs": OUTPUTS}
         from tfbert.tokenizers import describe_tokenizer
 
         settings = ModelSettings(labels=labels, max_length=max_length, truncation=truncation,
-                                 uses_token_type_ids=uses_token_types, task=task, thresholds=thresholds)
+                                 uses_token_type_ids=uses_token_types, task=task, thresholds=thresholds,
+                                 long_text="truncate" if stride is None else "window",
+                                 **({} if stride is None else {"stride": stride, "window_pool": window_pool}))
         described = describe(described, task)
         export_only = {  # what this export adds to the settings every model folder records
             "in_graph_tokenization": exact,

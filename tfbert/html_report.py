@@ -128,15 +128,20 @@ def write_run_html(run, prepared, results, metrics: dict) -> Path:
         >>> write_run_html(context.run, prepared, results, metrics)  # doctest: +SKIP
         PosixPath('output/reviews/tiny/20261123_101500/report.html')
     """
+    from tfbert import windows
     from tfbert.attributions import explain_test_examples
 
     config = json.loads((run.path / "config.json").read_text(encoding="utf-8"))
     test = results.evaluations["test"]
     single_label = prepared.corpus.task == "single_label"  # the other tasks' per-label counts are in metrics.json
+    # Attributions take transformers' models apart, one window of a text at a time: not Keras 3 ones, nor answers
+    # pooled from windows.
+    explainable = (single_label and not windows.is_windowed(prepared.encoded["test"])
+                   and not getattr(prepared.backend, "is_keras", False))
     try:
         explanations = explain_test_examples(run.model_dir, prepared.encoded["test"],
                                              run.path / "predictions_test.jsonl", EXPLAINED_ERRORS,
-                                             EXPLAINED_CORRECT) if single_label else []
+                                             EXPLAINED_CORRECT) if explainable else []
     except Exception as error:  # a model the attributions cannot take apart must not fail a trained run
         logger.warning("report.html without explanations: %s: %s", type(error).__name__, error)
         explanations = []
@@ -259,9 +264,12 @@ def _lengths(figure: Optional[Path], config: Optional[dict], metrics: dict) -> s
     settings = (config or {}).get("settings", {}).get("data", {})
     notes = []
     if "truncated_share" in data:
-        notes.append(f"{data['truncated_share']:.1%} of training texts truncated at --max_length "
-                     f"{escape(str(settings.get('max_length', '?')))} (--truncation "
-                     f"{escape(str(settings.get('truncation', '?')))}).")
+        read = (f"over --max_length {escape(str(settings.get('max_length', '?')))}, read whole in windows "
+                f"(--stride {escape(str(settings.get('stride')))}, --window_pool "
+                f"{escape(str(settings.get('window_pool')))})" if settings.get("long_text") == "window" else
+                f"truncated at --max_length {escape(str(settings.get('max_length', '?')))} (--truncation "
+                f"{escape(str(settings.get('truncation', '?')))})")
+        notes.append(f"{data['truncated_share']:.1%} of training texts {read}.")
     unknown = metrics.get("data_checks", {}).get("unknown_token_share", {})
     if unknown:
         notes.append("Unknown-token share (the model's unknown token among all but special tokens): "

@@ -43,6 +43,8 @@ class ModelSettings:
             tfbert.keras_backend.save's files).
         task: single_label, multi_label or regression (tfbert.tasks): what the outputs are.
         thresholds: a multi-label model's decision threshold per label, in label order.
+        long_text, stride, window_pool: truncate, or window: texts over max_length read in windows sharing ``stride``
+            tokens, one answer pooled from theirs by ``window_pool`` (tfbert.windows).
     """
 
     labels: list[str] = field(default_factory=list)
@@ -55,6 +57,9 @@ class ModelSettings:
     backend: str = "transformers"
     task: str = "single_label"
     thresholds: Optional[list[float]] = None
+    long_text: str = "truncate"
+    stride: int = 64
+    window_pool: str = "mean"
 
     def to_json(self, **extra: Any) -> dict:
         """The settings as a JSON object, followed by ``extra`` keys (what one kind of file adds).

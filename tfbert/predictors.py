@@ -24,6 +24,7 @@ from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
 
+from tfbert import windows
 from tfbert.client import RestClient
 from tfbert.errors import TfbertError
 from tfbert.model_settings import SETTINGS_FILE, ModelSettings
@@ -69,6 +70,7 @@ class KerasPredictor:
         self.tokenizer = modeling.load_tokenizer(folder, settings.word_tokenizer)
         self.max_length = int(settings.max_length or modeling.model_max_length(folder, self.tokenizer))
         self.truncation = settings.truncation
+        self.stride, self.window_pool = windows.stride_of(settings), settings.window_pool
         self.batch_size = batch_size
         self.task, self.thresholds = settings.task, settings.thresholds
         config = self.model.config
@@ -83,9 +85,9 @@ class KerasPredictor:
         if not texts:
             return np.zeros((0, len(self.labels)), np.float32)
         encoded = encode_batch(self.tokenizer, list(texts), list(text_pairs) if text_pairs else None,
-                               self.max_length, self.truncation, count_tokens=False)
+                               self.max_length, self.truncation, count_tokens=False, stride=self.stride)
         return predict_probabilities(self.model, datasets.Dataset.from_dict(encoded), self.tokenizer, self.batch_size,
-                                     self.task)
+                                     self.task, self.window_pool)
 
 
 class SavedModelPredictor:
@@ -136,13 +138,20 @@ class SavedModelPredictor:
         else:
             from tfbert.data.pipeline import encode_batch
 
+            stride = windows.stride_of(self.settings)
             encoded = encode_batch(self.tokenizer, batch, pairs, self.settings.max_length, self.settings.truncation,
-                                   count_tokens=False)
+                                   count_tokens=False, stride=stride)
+            if stride is not None:  # every window, and which text each is of: the export pools them
+                rows, document = windows.window_rows(encoded)
+                encoded = rows.to_dict()
             padded = self.tokenizer.pad({k: encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids")
                                          if k in encoded}, return_tensors="np")
             feeds = {k: tf.constant(padded[k], tf.int64) for k in padded}
             feeds.setdefault("token_type_ids", tf.zeros_like(feeds["input_ids"]))
-            out = self.loaded.signatures["predict_ids"](**feeds)
+            if stride is not None:
+                out = self.loaded.signatures["predict_windows"](**feeds, window_document=tf.constant(document, tf.int64))
+            else:
+                out = self.loaded.signatures["predict_ids"](**feeds)
         return outputs_array(self.task, out)
 
     @functools.cached_property

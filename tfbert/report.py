@@ -61,8 +61,10 @@ def write_report(run: runs.Run, config, corpus, metrics: dict, evaluations: dict
         "",
         *_unknown_token_lines(metrics.get("data_checks", {}).get("unknown_token_share", {})),
         f"Length: median {int(np.median(train_lengths))} tokens, 95th percentile {int(np.percentile(train_lengths, 95))}; "
-        f"{float((train_lengths > data.max_length).mean()):.1%} of training texts truncated at --max_length "
-        f"{data.max_length} (--truncation {data.truncation}).",
+        f"{float((train_lengths > data.max_length).mean()):.1%} of training texts "
+        + (f"over --max_length {data.max_length}, read whole in windows (--long_text window --stride {data.stride}, "
+           f"--window_pool {data.window_pool})." if data.long_text == "window" else
+           f"truncated at --max_length {data.max_length} (--truncation {data.truncation})."),
         "",
         "## Per class (test)" if task == "single_label" else "## Per label (test)",
         "",

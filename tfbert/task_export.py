@@ -56,8 +56,7 @@ def task_module_class(base, task: str, thresholds: Optional[Sequence[float]]):
             super().__init__(*args, **kwargs)
             self.thresholds = tf.constant(list(thresholds or [0.5] * int(self.labels.shape[0])), tf.float32)
 
-        def classify(self, input_ids, attention_mask, token_type_ids):
-            logits = tf.nest.flatten(self.forward(input_ids, attention_mask, token_type_ids))[0]
+        def outputs(self, logits):
             return task_outputs(task, tf.cast(logits, tf.float32), self.labels, self.thresholds)
 
     return TaskClassifier

@@ -205,12 +205,12 @@ def task_baseline(corpus, settings) -> dict:
 
 
 def split_metrics(model, split, tokenizer, label_names: list[str], batch_size: int = 64, task: str = "single_label",
-                  threshold: str = "auto") -> dict:
+                  threshold: str = "auto", window_pool: str = "mean") -> dict:
     """:func:`tfbert.evaluation.split_metrics` for any task: each epoch's validation metrics (multi-label ones at
     thresholds set on this split by --threshold, as the run's final evaluation sets them)."""
     from tfbert.evaluation import predict_probabilities, split_metrics as single_label_metrics
 
     if task == "single_label":
-        return single_label_metrics(model, split, tokenizer, label_names, batch_size)
-    outputs = predict_probabilities(model, split, tokenizer, batch_size, task)
+        return single_label_metrics(model, split, tokenizer, label_names, batch_size, window_pool)
+    outputs = predict_probabilities(model, split, tokenizer, batch_size, task, window_pool)
     return validation_evaluation(task, outputs, np.asarray(split["label"]), label_names, threshold).metrics

@@ -73,6 +73,16 @@ def check_data(corpus, encoded, tokenizer, model_name: str) -> DataChecks:
     return DataChecks(unknown_token_share=unknown, overlap_share=overlap, warnings=warnings)
 
 
+def describe_data(corpus, encoded_train, train_lengths: np.ndarray, max_length: int) -> str:
+    """The run's data line: splits, task, labels, and how the texts over ``max_length`` tokens are read."""
+    from tfbert.windows import describe_reading
+
+    sizes = ", ".join(f"{split} {n}" for split, n in corpus.sizes().items())
+    share = float((train_lengths > max_length).mean())
+    return (f"data: {corpus.name} ({sizes}); {corpus.task.replace('_', '-')}, {len(corpus.label_names)} label(s); "
+            f"{describe_reading(encoded_train, share, max_length)}")
+
+
 def _overlap_share(corpus) -> dict[str, float]:
     """Share of validation and test texts also found in an earlier split (0 once --dedupe removed them)."""
     sizes, counts = corpus.sizes(), corpus.overlap

@@ -23,18 +23,24 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def encode_batch(tokenizer, texts: list[str], pairs: Optional[list[str]], max_length: int, truncation: str,
-                 count_tokens: bool = True) -> dict:
+                 count_tokens: bool = True, stride: Optional[int] = None) -> dict:
     """Token ids for a batch of texts, truncated to ``max_length`` with [CLS]/[SEP] kept.
 
     With ``count_tokens`` also returns ``n_tokens``: each example's length before truncation, for the
     length report. Predictors leave it out: with head truncation the texts are then tokenised once, not twice.
+    With a ``stride`` (``--long_text window``) also returns ``window_ids``: every window of each text (and of pairs
+    their ``window_token_type_ids``: tfbert.windows); the model inputs are then its first window.
     """
+    from tfbert import windows
+
     plain_a = plain_b = None  # untruncated ids: to count tokens, and for the truncations the tokenizer lacks
-    if count_tokens or truncation != "head":
+    if count_tokens or truncation != "head" or stride is not None:
         plain_a = tokenizer(texts, add_special_tokens=False)["input_ids"]
         plain_b = tokenizer(pairs, add_special_tokens=False)["input_ids"] if pairs is not None else None
     specials = tokenizer.num_special_tokens_to_add(pair=pairs is not None)
-    if truncation == "head":
+    if stride is not None:
+        encoded = windows.encode_windows(tokenizer, plain_a, max_length - specials, stride, plain_b)
+    elif truncation == "head":
         encoded = dict(tokenizer(texts, pairs, truncation=True, max_length=max_length))
     else:
         encoded = {key: [] for key in ("input_ids", "token_type_ids", "attention_mask")}
@@ -50,7 +56,8 @@ def encode_batch(tokenizer, texts: list[str], pairs: Optional[list[str]], max_le
             encoded["input_ids"].append(ids)
             encoded["token_type_ids"].append(tokenizer.create_token_type_ids_from_sequences(a, b))
             encoded["attention_mask"].append([1] * len(ids))
-    encoded = {key: value for key, value in encoded.items() if key in tokenizer.model_input_names}
+    encoded = {key: value for key, value in encoded.items()
+               if key in tokenizer.model_input_names or key in (windows.WINDOW_COLUMN, windows.WINDOW_TYPES)}
     if count_tokens:
         encoded["n_tokens"] = [len(a) + specials + (len(plain_b[i]) if plain_b else 0) for i, a in enumerate(plain_a)]
     return encoded
@@ -69,7 +76,8 @@ def tokenizer_digest(tokenizer) -> Optional[str]:
         return None
 
 
-def tokenization_cache_key(split: datasets.Dataset, tokenizer_hash: str, max_length: int, truncation: str) -> str:
+def tokenization_cache_key(split: datasets.Dataset, tokenizer_hash: str, max_length: int, truncation: str,
+                           stride: Optional[int] = None) -> str:
     """A digest of everything a tokenised split depends on: its rows, the tokenizer, the settings."""
     import hashlib
 
@@ -80,13 +88,14 @@ def tokenization_cache_key(split: datasets.Dataset, tokenizer_hash: str, max_len
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     digest = hashlib.sha256(sink.getvalue().to_pybytes())
-    digest.update(f"{tokenizer_hash}|{max_length}|{truncation}|{TOKENIZATION_VERSION}".encode())
+    digest.update(f"{tokenizer_hash}|{max_length}|{truncation}|{stride}|{TOKENIZATION_VERSION}".encode())
     return digest.hexdigest()[:32]
 
 
 def tokenize(splits: datasets.DatasetDict, tokenizer, max_length: int, truncation: str = "head",
-             cache_dir: Optional[str] = None) -> datasets.DatasetDict:
-    """Add the model's input columns and ``n_tokens`` to every split (batched, fast tokenizer).
+             cache_dir: Optional[str] = None, stride: Optional[int] = None) -> datasets.DatasetDict:
+    """Add the model's input columns and ``n_tokens`` to every split (batched, fast tokenizer); with a ``stride``,
+    also every text's windows (``window_ids``: tfbert.windows).
 
     With ``cache_dir``, each tokenised split is kept there under a digest of its rows, the tokenizer
     and the settings, and read back instead of tokenising again.
@@ -95,7 +104,7 @@ def tokenize(splits: datasets.DatasetDict, tokenizer, max_length: int, truncatio
     from tfbert.tokenizers import warn_unspaced_runs
 
     def encode(batch: dict) -> dict:
-        return encode_batch(tokenizer, batch["text"], batch.get("text_pair"), max_length, truncation)
+        return encode_batch(tokenizer, batch["text"], batch.get("text_pair"), max_length, truncation, stride=stride)
 
     first = next(iter(splits.values()))
     warn_unspaced_runs(tokenizer, first[:2000]["text"])
@@ -104,7 +113,7 @@ def tokenize(splits: datasets.DatasetDict, tokenizer, max_length: int, truncatio
     tokenizer_hash = tokenizer_digest(tokenizer) if cache_dir is not None else None  # hashed once, not per split
     if tokenizer_hash is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        keys = {name: tokenization_cache_key(split, tokenizer_hash, max_length, truncation)
+        keys = {name: tokenization_cache_key(split, tokenizer_hash, max_length, truncation, stride)
                 for name, split in splits.items()}
         cache_files = {name: str(Path(cache_dir) / f"{key}.arrow") for name, key in keys.items()}
     return splits.map(encode, batched=True, batch_size=1000, desc="tokenizing", cache_file_names=cache_files)
@@ -190,7 +199,7 @@ def _pad_to_multiple(features: dict, pad_values: dict, multiple: int) -> dict:
 def training_dataset(encoded: datasets.Dataset, tokenizer, batch_size: int, seed: int,
                      pad_multiple: int = PAD_MULTIPLE, repeat: bool = False):
     """Shuffled, length-bucketed (features, label) batches for ``fit``, padded to their longest
-    member rounded up to ``pad_multiple`` tokens (1: no rounding).
+    member rounded up to ``pad_multiple`` tokens (1: no rounding). A windowed split gives one example per window.
 
     With ``repeat`` the stream is endless (reshuffled every pass) and ``fit`` takes steps_per_epoch:
     Keras then keeps one iterator, where re-creating it between epochs stalled AG News training for
@@ -199,11 +208,16 @@ def training_dataset(encoded: datasets.Dataset, tokenizer, batch_size: int, seed
     """
     import tensorflow as tf
 
-    columns = _input_columns(encoded)
+    from tfbert import windows
+
     feature = encoded.features["label"]  # class ids (ClassLabel or ints), else multi-label rows or scores
     single_label = isinstance(feature, datasets.ClassLabel) or "int" in getattr(feature, "dtype", "")
     labels = np.asarray(encoded["label"], np.int64 if single_label else np.float32)  # the other tasks' as [n, outputs]
     labels = labels if single_label else labels.reshape(len(encoded), -1)
+    if windows.is_windowed(encoded):  # each window is an example with its document's label
+        encoded, document = windows.window_rows(encoded)
+        labels = labels[document]
+    columns = _input_columns(encoded)
     examples = tf.data.Dataset.from_tensor_slices((_ragged_columns(encoded, columns), labels)).map(
         lambda features, label: (_dense_rows(features), label))
     boundaries = bucket_boundaries(max(len(ids) for ids in encoded["input_ids"]))

@@ -252,5 +252,38 @@ def framed_encoder_class():
                                             template["pair"], template["pair_types"])
             return ids.to_tensor(self.spec["pad"]), tf.ones_like(ids).to_tensor(0), type_ids.to_tensor(0)
 
+        def encode_windows(self, texts, stride: int, pairs=None):
+            """Every window of each text as tfbert.windows.encode_windows makes them (``stride`` pieces shared with
+            the window before; a pair's first text, cut to tfbert.windows.first_text_pieces, in each of its
+            windows), framed and padded like :meth:`encode`; and each window's text index, int64 [windows]."""
+            from tfbert.windows import first_text_pieces
+
+            template = self.spec["template"]
+            if pairs is None:
+                budget = self.max_length - (len(template["single"]) - 1)
+                read = self.pieces(texts)
+                room = tf.fill(tf.shape(read.row_lengths()), tf.constant(budget, tf.int64))
+            else:
+                budget = self.max_length - (len(template["pair"]) - 2)
+                first, read = self.pieces(texts), self.pieces(pairs)
+                fits = first.row_lengths() + read.row_lengths() <= budget  # then left whole
+                kept = tf.where(fits, first.row_lengths(),
+                                tf.minimum(first.row_lengths(), first_text_pieces(budget, stride)))
+                first = tf.ragged.boolean_mask(first, tf.ragged.range(first.row_lengths()) < kept[:, tf.newaxis])
+                room = budget - kept  # pieces of the second text per window
+            lengths, step = read.row_lengths(), room - stride
+            counts = 1 + (tf.maximum(lengths - room, 0) + step - 1) // step
+            document = tf.repeat(tf.range(tf.size(lengths, out_type=tf.int64)), counts)
+            starts = tf.ragged.range(counts).flat_values * tf.gather(step, document)
+            stops = tf.minimum(starts + tf.gather(room, document), tf.gather(lengths, document))
+            offsets = tf.gather(read.row_starts(), document)
+            windows = tf.gather(read.flat_values, tf.ragged.range(offsets + starts, offsets + stops))
+            if pairs is None:
+                ids, type_ids = self._frame([windows], template["single"], template["single_types"])
+            else:
+                ids, type_ids = self._frame([tf.gather(first, document), windows], template["pair"],
+                                            template["pair_types"])
+            return ids.to_tensor(self.spec["pad"]), tf.ones_like(ids).to_tensor(0), type_ids.to_tensor(0), document
+
     return FramedEncoder
 
