@@ -209,7 +209,7 @@ def test_the_saved_model_answers_each_document_as_the_keras_model(runs, tokenize
     np.testing.assert_allclose(pairs["probabilities"].numpy(), keras.predict(texts[:4], texts[4:8]), atol=1e-5)
     # predict_windows: the client's windows and each one's text index give the same answers
     rows, document = windows.window_rows(encode_batch(tokenizer, texts, None, 10, "head", stride=2))
-    padded = tokenizer.pad(rows.to_dict(), return_tensors="np")
+    padded = tokenizer.pad(rows, return_tensors="np")
     out = saved.loaded.signatures["predict_windows"](
         **{k: tf.constant(v, tf.int64) for k, v in padded.items()}, window_document=tf.constant(document, tf.int64))
     np.testing.assert_allclose(out["probabilities"].numpy(), keras.predict(texts), atol=1e-5)

@@ -103,6 +103,7 @@ def predict_probabilities(model, encoded, tokenizer, batch_size: int = 64, task:
 
     A windowed split (``--long_text window``) gets one answer per text, pooled from its windows' (``window_pool``).
     """
+    import datasets
     import tensorflow as tf
 
     from tfbert import windows
@@ -110,8 +111,9 @@ def predict_probabilities(model, encoded, tokenizer, batch_size: int = 64, task:
 
     document = None
     if windows.is_windowed(encoded):
-        n_documents = len(encoded[windows.WINDOW_COLUMN])
-        encoded, document = windows.window_rows(encoded)
+        n_documents = len(encoded)
+        rows, document = windows.window_rows(encoded)
+        encoded = datasets.Dataset.from_dict(rows)
     order = prediction_order(encoded)
     batches = inference_dataset(encoded, tokenizer, batch_size, order=order)
     outputs = model.predict(batches, verbose=0)

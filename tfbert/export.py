@@ -45,6 +45,7 @@ from tfbert.errors import TfbertError
 from tfbert.graph_tokenizers import in_graph_tokenization, text_encoder
 from tfbert.model_settings import ModelSettings
 from tfbert.task_export import describe, task_module_class
+from tfbert.windows import WINDOW_INPUTS, window_signatures
 
 logger = logging.getLogger(__name__)
 
@@ -221,48 +222,6 @@ def _classifier_class():
     return TextClassifier
 
 
-WINDOW_INPUTS = {**ID_INPUTS, "window_document": "int64 [windows]: the index of the text each row is a window of "
-                                                   "(0, 1, ...); one output row per text"}
-
-
-def _window_signatures(module, task: str, stride: int, window_pool: str, text_in: bool) -> dict:
-    """A windowed model's signatures: ``predict_windows`` (tokenised windows and their text index in, one answer
-    per text out) and, with in-graph tokenisation, ``serving_default`` and ``predict_text_pair`` (raw text in,
-    windows made in the graph)."""
-    import tensorflow as tf
-
-    from tfbert.length_groups import in_length_groups
-    from tfbert.windows import graph_pooled_logits
-
-    ids_spec = tf.TensorSpec([None, None], tf.int64)
-
-    @tf.function(input_signature=[ids_spec, ids_spec, ids_spec, tf.TensorSpec([None], tf.int64)])
-    def predict_windows(input_ids, attention_mask, token_type_ids, window_document):
-        logits = tf.cast(module.logits(input_ids, attention_mask, token_type_ids), tf.float32)
-        texts = tf.reduce_max(tf.concat([[-1], window_document], axis=0)) + 1  # 0 for no windows
-        return module.outputs(graph_pooled_logits(task, logits, window_document, texts, window_pool))
-
-    def answer(text, text_pair):
-        input_ids, attention_mask, token_type_ids, document = module.encoder.encode_windows(text, stride, text_pair)
-        logits = tf.cast(in_length_groups(module.logits, input_ids, attention_mask, token_type_ids), tf.float32)
-        return module.outputs(graph_pooled_logits(task, logits, document, tf.size(text), window_pool))
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    def serve_text(text):
-        return answer(text, None)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
-                                  tf.TensorSpec([None], tf.string, name="text_pair")])
-    def serve_text_pair(text, text_pair):
-        return answer(text, text_pair)
-
-    signatures = {"predict_windows": predict_windows.get_concrete_function()}
-    if text_in:
-        signatures["serving_default"] = serve_text.get_concrete_function()
-        signatures["predict_text_pair"] = serve_text_pair.get_concrete_function()
-    return signatures
-
-
 def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length: int, base_dir: str | Path,
                        truncation: str = "head", weights_in_graph: bool = True, task: str = "single_label",
                        thresholds: Optional[list[float]] = None, stride: Optional[int] = None,
@@ -327,8 +286,8 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         signatures = {"predict_ids": predict_ids.get_concrete_function()}
         described = {"predict_ids": {"inputs": ID_INPUTS, "outputs": OUTPUTS}}
         if stride is not None:
-            signatures.update(_window_signatures(module, task, stride, window_pool, exact))
-            described["predict_windows"] = {"inputs": WINDOW_INPUTS, "outputs": OUTPUTS}
+            signatures.update(window_signatures(module, task, stride, window_pool, exact))
+            described["predict_windows"] = {"inputs": {**ID_INPUTS, **WINDOW_INPUTS}, "outputs": OUTPUTS}
         elif exact:
             from tfbert.length_groups import in_length_groups
 

@@ -142,8 +142,7 @@ class SavedModelPredictor:
             encoded = encode_batch(self.tokenizer, batch, pairs, self.settings.max_length, self.settings.truncation,
                                    count_tokens=False, stride=stride)
             if stride is not None:  # every window, and which text each is of: the export pools them
-                rows, document = windows.window_rows(encoded)
-                encoded = rows.to_dict()
+                encoded, document = windows.window_rows(encoded)
             padded = self.tokenizer.pad({k: encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids")
                                          if k in encoded}, return_tensors="np")
             feeds = {k: tf.constant(padded[k], tf.int64) for k in padded}

@@ -28,6 +28,9 @@ import numpy as np
 
 WINDOW_COLUMN = "window_ids"  # a tokenised split's windows per document: token ids with the special tokens
 WINDOW_TYPES = "window_token_type_ids"  # and their token types, for text pairs (a single text's are all 0)
+# What the export's predict_windows signature takes beside the token ids of predict_ids.
+WINDOW_INPUTS = {"window_document": "int64 [windows]: the index of the text each row is a window of (0, 1, ...); "
+                                    "one output row per text"}
 
 
 def stride_of(settings) -> Optional[int]:
@@ -110,30 +113,32 @@ def encode_windows(tokenizer, plain_a: list[list[int]], budget: int, stride: int
     return encoded
 
 
+def _column_names(encoded) -> list[str]:
+    """The columns of a tokenised split: a datasets.Dataset or encode_batch's dict."""
+    return encoded.column_names if hasattr(encoded, "column_names") else list(encoded)
+
+
 def is_windowed(encoded) -> bool:
     """Whether a tokenised split (a datasets.Dataset or encode_batch's dict) holds windows."""
-    names = encoded.column_names if hasattr(encoded, "column_names") else encoded.keys()
-    return WINDOW_COLUMN in names
+    return WINDOW_COLUMN in _column_names(encoded)
 
 
-def window_rows(encoded):
-    """(one datasets.Dataset row per window, with the model inputs the split has; each window's document index).
+def window_rows(encoded) -> tuple[dict, np.ndarray]:
+    """(the model inputs the split has, one row per window, as lists; each window's document index).
 
     Windows have no padding, so their attention mask is all ones; a single text's token types are all zeros.
     """
-    import datasets
-
     nested = encoded[WINDOW_COLUMN]
     counts = np.fromiter((len(windows) for windows in nested), np.int64, count=len(nested))
     ids = [window for windows in nested for window in windows]
-    names = encoded.column_names if hasattr(encoded, "column_names") else list(encoded)
+    names = _column_names(encoded)
     rows = {"input_ids": ids}
     if "attention_mask" in names:
         rows["attention_mask"] = [[1] * len(window) for window in ids]
     if "token_type_ids" in names:
         rows["token_type_ids"] = ([types for windows in encoded[WINDOW_TYPES] for types in windows]
                                   if WINDOW_TYPES in names else [[0] * len(window) for window in ids])
-    return datasets.Dataset.from_dict(rows), np.repeat(np.arange(len(nested)), counts)
+    return rows, np.repeat(np.arange(len(nested)), counts)
 
 
 def window_count(encoded) -> int:
@@ -195,3 +200,45 @@ def graph_pooled_logits(task: str, logits, document, n_documents, how: str = "me
     if how == "max":
         return tf.math.unsorted_segment_max(scores, segments, n_documents)
     return tf.math.unsorted_segment_mean(scores, segments, n_documents)
+
+
+def window_signatures(module, task: str, stride: int, window_pool: str, text_in: bool) -> dict:
+    """A windowed model's signatures: ``predict_windows`` (tokenised windows and their text index in, one answer
+    per text out) and, with in-graph tokenisation, ``serving_default`` and ``predict_text_pair`` (raw text in,
+    windows made in the graph). ``module`` is tfbert.export's classifier module (its ``logits``, ``outputs`` and
+    ``encoder``)."""
+    import tensorflow as tf
+
+    from tfbert.length_groups import in_length_groups
+
+    ids_spec = tf.TensorSpec([None, None], tf.int64)
+
+    def per_text(window_logits, document, texts):
+        """The outputs of each of ``texts`` texts, pooled from its windows' logits."""
+        return module.outputs(graph_pooled_logits(task, tf.cast(window_logits, tf.float32), document, texts,
+                                                  window_pool))
+
+    @tf.function(input_signature=[ids_spec, ids_spec, ids_spec, tf.TensorSpec([None], tf.int64)])
+    def predict_windows(input_ids, attention_mask, token_type_ids, window_document):
+        texts = tf.reduce_max(tf.concat([[-1], window_document], axis=0)) + 1  # 0 for no windows
+        return per_text(module.logits(input_ids, attention_mask, token_type_ids), window_document, texts)
+
+    def answer(text, text_pair):
+        input_ids, attention_mask, token_type_ids, document = module.encoder.encode_windows(text, stride, text_pair)
+        return per_text(in_length_groups(module.logits, input_ids, attention_mask, token_type_ids), document,
+                        tf.size(text))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve_text(text):
+        return answer(text, None)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
+                                  tf.TensorSpec([None], tf.string, name="text_pair")])
+    def serve_text_pair(text, text_pair):
+        return answer(text, text_pair)
+
+    signatures = {"predict_windows": predict_windows.get_concrete_function()}
+    if text_in:
+        signatures["serving_default"] = serve_text.get_concrete_function()
+        signatures["predict_text_pair"] = serve_text_pair.get_concrete_function()
+    return signatures

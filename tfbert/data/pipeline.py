@@ -215,8 +215,8 @@ def training_dataset(encoded: datasets.Dataset, tokenizer, batch_size: int, seed
     labels = np.asarray(encoded["label"], np.int64 if single_label else np.float32)  # the other tasks' as [n, outputs]
     labels = labels if single_label else labels.reshape(len(encoded), -1)
     if windows.is_windowed(encoded):  # each window is an example with its document's label
-        encoded, document = windows.window_rows(encoded)
-        labels = labels[document]
+        rows, document = windows.window_rows(encoded)
+        encoded, labels = datasets.Dataset.from_dict(rows), labels[document]
     columns = _input_columns(encoded)
     examples = tf.data.Dataset.from_tensor_slices((_ragged_columns(encoded, columns), labels)).map(
         lambda features, label: (_dense_rows(features), label))
