@@ -282,11 +282,10 @@ def test_tflite_from_the_keras3_model(family, tmp_path):
     # 64 wide: TFLite leaves tensors under 1,024 values in float32.
     checkpoint = keras_checkpoint(family, tmp_path / "checkpoint", hidden_size=64)
     model, tokenizer = build_classifier(checkpoint, list(LABELS.values())), AutoTokenizer.from_pretrained(checkpoint)
-    folder = export_tflite_keras(model, tokenizer, labels=list(LABELS.values()), max_length=16, truncation="head",
-                                 folder=tmp_path / "compact", left_out_layers=[0])
+    settings = ModelSettings(labels=list(LABELS.values()), max_length=16)
+    folder = export_tflite_keras(model, tokenizer, settings, tmp_path / "compact", left_out_layers=[0])
     with pytest.raises(Exception, match="never overwritten"):
-        export_tflite_keras(model, tokenizer, labels=list(LABELS.values()), max_length=16, truncation="head",
-                            folder=folder)
+        export_tflite_keras(model, tokenizer, settings, folder)
     assert ModelSettings.read(folder).left_out_layers == [0]
     interpreter = Interpreter(model_path=str(folder / "model_int8.tflite"))
     kernels = [d for d in interpreter.get_tensor_details() if d["dtype"] == np.int8 and len(d["shape"]) == 2]
@@ -297,8 +296,7 @@ def test_tflite_from_the_keras3_model(family, tmp_path):
         expected, _ = keras_probabilities(model, tokenizer, TEXTS)
     got = TFLitePredictor(folder).predict(TEXTS)
     np.testing.assert_allclose(got, expected, atol=0.02)  # int8 weights
-    full = export_tflite_keras(model, tokenizer, labels=list(LABELS.values()), max_length=16, truncation="head",
-                               folder=tmp_path / "full")
+    full = export_tflite_keras(model, tokenizer, settings, tmp_path / "full")
     assert (full / "model_int8.tflite").stat().st_size > (folder / "model_int8.tflite").stat().st_size
 
 
@@ -338,7 +336,7 @@ def test_export_compact_takes_a_keras3_run(keras_models, tmp_path):
     config = SimpleNamespace(training=SimpleNamespace(compact_layers="auto", compact_max_f1_drop=1.0, batch_size=8),
                              data=SimpleNamespace(max_length=16, truncation="head"),
                              model=SimpleNamespace(word_tokenizer=None))
-    entry = export_compact(run, prepared, config, model_test_macro_f1=0.5)
+    entry = export_compact(run, prepared, config, model_test={"macro_f1": 0.5})
     # A budget of 1.0 lets the search leave out one of the two layers (one always stays).
     assert len(entry["left_out_layers"]) == 1 and entry["encoder_layers"] == 1
     assert [t["left_out"] for t in entry["layer_search"]["tried"]] == [[0], [1]]

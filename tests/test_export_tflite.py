@@ -13,6 +13,7 @@ from tfbert.data.pipeline import encode_batch
 from tfbert.errors import TfbertError
 from tfbert.evaluation import predict_probabilities
 from tfbert.export_tflite import MODEL_FILE, export_tflite
+from tfbert.model_settings import ModelSettings
 from tfbert.predictors import SavedModelPredictor, TFLitePredictor
 
 LABELS = ["neg", "neu", "pos"]
@@ -36,7 +37,7 @@ def test_compact_export_has_int8_weights_and_predicts_like_the_model(wide_model,
     from ai_edge_litert.interpreter import Interpreter
 
     model, tokenizer = wide_model
-    folder = export_tflite(model, tokenizer, labels=LABELS, max_length=16, truncation="head", folder=tmp_path / "c")
+    folder = export_tflite(model, tokenizer, ModelSettings(labels=LABELS, max_length=16), tmp_path / "c")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no staging folder left
     details = Interpreter(model_path=str(folder / MODEL_FILE)).get_tensor_details()
     assert sum(1 for d in details if d["dtype"] == np.int8 and list(d["shape"]) == [64, 64]) >= 8  # Q, K, V, out
@@ -56,7 +57,7 @@ def test_compact_export_has_int8_weights_and_predicts_like_the_model(wide_model,
     np.testing.assert_allclose(one_interpreter.predict(TEXTS), batched, atol=1e-6)  # batches run in parallel, same answers
 
     with pytest.raises(TfbertError, match="never overwritten"):
-        export_tflite(model, tokenizer, labels=LABELS, max_length=16, truncation="head", folder=folder)
+        export_tflite(model, tokenizer, ModelSettings(labels=LABELS, max_length=16), folder)
     from tfbert.predictors import load_predictor
 
     assert isinstance(load_predictor(str(folder)), TFLitePredictor)

@@ -49,6 +49,20 @@ def test_light_tokenizer_gives_the_ids_training_gives(tiny_model_dir, hf_tokeniz
         assert padded[key].dtype == np.int32
 
 
+@pytest.mark.parametrize("max_length, stride", [(8, 0), (8, 3), (13, 5)])
+@pytest.mark.parametrize("pairs", [None, PAIRS], ids=["single", "pairs"])
+def test_light_tokenizer_gives_the_windows_training_gives(tiny_model_dir, hf_tokenizer, max_length, stride, pairs):
+    from tfbert.data.pipeline import encode_batch
+
+    light, why = load_light_tokenizer(tiny_model_dir, max_length, stride=stride)
+    assert light is not None, why
+    expected = encode_batch(hf_tokenizer, TEXTS, pairs, max_length, "head", count_tokens=False, stride=stride)
+    encoded = light.encode(TEXTS, pairs)
+    assert max(len(windows) for windows in expected["window_ids"]) > 1  # texts longer than a window
+    for key, value in expected.items():
+        assert encoded[key] == value, key
+
+
 def test_light_tokenizer_refuses_what_it_cannot_match(tiny_model_dir, tmp_path):
     assert load_light_tokenizer(tiny_model_dir, 16, word_tokenizer="mecab")[1].startswith("--word_tokenizer mecab")
     assert "no tokenizer.json" in load_light_tokenizer(tmp_path, 16)[1]
@@ -61,6 +75,19 @@ def test_light_tokenizer_refuses_what_it_cannot_match(tiny_model_dir, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))
     light, why = load_light_tokenizer(tmp_path, 16)
     assert light is None and "do_lower_case" in why
+
+
+def test_answer_agreement_of_label_sets_and_scores():
+    from tfbert.model_choice import SCORE_TOLERANCE, answer_agreement
+
+    probabilities = np.array([[0.9, 0.6], [0.2, 0.1], [0.4, 0.8]])
+    assert answer_agreement("multi_label", probabilities, [["a", "b"], [], ["b"]], ["a", "b"], [0.5, 0.5]) == 1.0
+    assert answer_agreement("multi_label", probabilities, [["a", "b"], [], ["b"]], ["a", "b"], [0.3, 0.5]) == 0.6667
+    reference = [1.0, 2.0, 3.0, 4.0]  # standard deviation 1.118
+    near, far = 1.118 * SCORE_TOLERANCE * 0.9, 1.118 * SCORE_TOLERANCE * 1.1
+    scores = np.array([[1.0 + near], [2.0 - near], [3.0 + far], [4.0]])
+    assert answer_agreement("regression", scores, reference, ["score"]) == 0.75
+    assert answer_agreement("single_label", np.array([[0.9, 0.1]]), ["ham"], ["ham", "spam"]) == 1.0
 
 
 def test_label_agreement_and_its_record(tmp_path):

@@ -28,8 +28,7 @@ def run(tiny_model_dir, tmp_path_factory):
     modeling.save_classifier(model, tokenizer, folder / "model", settings)
     for _ in range(2):
         export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=folder / "saved_model")
-    export_tflite(model, tokenizer, labels=list(LABELS.values()), max_length=16, truncation="head",
-                  folder=folder / "compact")
+    export_tflite(model, tokenizer, settings, folder / "compact")
     return folder
 
 

@@ -117,7 +117,6 @@ def test_regression_reads_scores(tmp_path):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["--task", "regression", "--class_weight", "balanced"], "--class_weight is for single-label tasks"),
-    (["--task", "multi_label", "--export_tflite"], "--export_tflite is for --task single_label only"),
     (["--threshold", "1.5"], "--threshold 1.5: give auto or a number between 0 and 1"),
     (["--task", "regression", "--label_separator", ","], "--label_separator/--label_columns are for multi-label"),
 ])
@@ -210,7 +209,7 @@ def runs(tiny_model_dir, tmp_path_factory):
     found = {}
     for task, extra in (("multi_label", []), ("regression", ["--task", "regression", "--label_column", "score"])):
         completed = run_cli("train.py", "--train_file", "topics.jsonl", "--model_name", str(tiny_model_dir), *TINY,
-                            "--output_dir", f"out_{task}", *extra, cwd=work)
+                            "--output_dir", f"out_{task}", "--export_tflite", *extra, cwd=work)
         assert completed.returncode == 0, completed.stderr[-3000:]
         found[task] = next((work / f"out_{task}").glob("topics/*/*"))
     return {"work": work, **found}
@@ -267,10 +266,53 @@ def test_a_regression_run_scores_and_infer_prints_the_score(runs):
     texts = ["good phone love", "the item"]
     keras, saved = KerasPredictor(run / "model"), SavedModelPredictor(run / "saved_model")
     np.testing.assert_allclose(keras.predict(texts), saved.predict(texts), atol=1e-4)
+    from tfbert.model_choice import choose_export
+    from tfbert.predictors import load_predictor
+
     completed = run_cli("infer.py", "--model", str(run), *texts, cwd=runs["work"])
     assert completed.returncode == 0, completed.stderr[-2000:]
     scores = [float(line.split("\t")[0].split()[1]) for line in completed.stdout.splitlines()]
-    np.testing.assert_allclose(scores, saved.predict(texts)[:, 0], atol=1e-3)
+    chosen = load_predictor(str(choose_export(run).path))  # compact/ when it answers as the model does
+    np.testing.assert_allclose(scores, chosen.predict(texts)[:, 0], atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["multi_label", "regression"])
+def test_the_compact_export_answers_as_the_saved_model_with_its_thresholds(runs, task):
+    from tfbert.model_choice import answer_agreement
+    from tfbert.predictors import SavedModelPredictor, TFLitePredictor
+    from tfbert.task_metrics import evaluate_task
+
+    run = runs[task]
+    compact, saved = TFLitePredictor(run / "compact"), SavedModelPredictor(run / "saved_model")
+    assert compact.task == saved.task == task and compact.thresholds == saved.thresholds
+    assert compact.light_tokenizer is not None  # no transformers needed to answer
+    texts = [row["text"] for row in topic_rows(40, seed=9)]
+    np.testing.assert_allclose(compact.predict(texts), saved.predict(texts), atol=0.05)  # int8 weights: close
+    # metrics.json's entry is the compact model's own test metric and agreement, recomputed here from the texts.
+    metrics = json.loads((run / "metrics.json").read_text())
+    entry, metric = metrics["compact"], ("pearson" if task == "regression" else "macro_f1")
+    assert entry["metric"] == metric
+    rows, predictions = topic_rows(200), (run / "predictions_test.jsonl").read_text().splitlines()
+    test_rows = [rows[json.loads(line)["row_id"]] for line in predictions]  # the split's order
+    gold = (np.array([row["score"] for row in test_rows]) if task == "regression" else
+            np.array([[name in row["label"] for name in compact.labels] for row in test_rows], np.int64))
+    outputs = compact.predict([row["text"] for row in test_rows])
+    recomputed = evaluate_task(task, outputs, gold, compact.labels, compact.thresholds).metrics[metric]
+    assert entry[f"test_{metric}"] == pytest.approx(recomputed, abs=1e-6)
+    assert entry[f"test_{metric}_change"] == pytest.approx(recomputed - metrics["test"][metric], abs=1e-4)
+    predicted = [json.loads(line)["predicted"] for line in predictions]
+    agreement = answer_agreement(task, outputs, predicted, compact.labels, compact.thresholds)
+    assert entry["test_label_agreement"] == agreement == json.loads(
+        (run / "compact" / "tfbert.json").read_text())["test_label_agreement"]
+    metric_name = "Pearson r" if task == "regression" else "macro-F1"
+    assert f"test {metric_name} {recomputed:.4f}" in (run / "report.md").read_text()
+    # infer.py on the compact export answers with its label sets at its thresholds, or its scores.
+    completed = run_cli("infer.py", "--model", str(run / "compact"), "--json", *texts[:3], cwd=runs["work"])
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    answers = [json.loads(line) for line in completed.stdout.splitlines()]
+    for answer, row in zip(answers, compact.predict(texts[:3])):
+        assert answer == {**answer, **tasks.answer(task, compact.labels, compact.thresholds, row)}
 
 
 @pytest.mark.slow

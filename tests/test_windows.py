@@ -151,7 +151,6 @@ def test_in_graph_windows_are_the_hosts(tokenizer, tmp_path, max_length, stride)
 @pytest.mark.parametrize("argv, fragment", [
     (["--long_text", "window", "--truncation", "tail"], "--truncation tail is for --long_text truncate"),
     (["--long_text", "window", "--stride", "-1"], "--stride must not be negative"),
-    (["--long_text", "window", "--export_tflite"], "--export_tflite reads texts cut at --max_length"),
     (["--long_text", "window", "--backend", "keras"], "--long_text window works with --backend transformers only"),
 ])
 def test_settings_windows_cannot_honour_are_refused(argv, fragment):
@@ -174,7 +173,7 @@ def runs(tiny_model_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("windows")
     write_jsonl(work / "long.jsonl", long_rows(300))
     found = {}
-    for name, extra in (("head", []), ("window", ["--long_text", "window", "--stride", "2"])):
+    for name, extra in (("head", []), ("window", ["--long_text", "window", "--stride", "2", "--export_tflite"])):
         completed = run_cli("train.py", "--train_file", "long.jsonl", "--model_name", str(tiny_model_dir), *TINY,
                             "--output_dir", f"out_{name}", *extra, cwd=work)
         assert completed.returncode == 0, completed.stderr[-3000:]
@@ -220,6 +219,30 @@ def test_the_saved_model_answers_each_document_as_the_keras_model(runs, tokenize
 
 
 @pytest.mark.slow
+def test_the_compact_export_pools_each_documents_windows_as_the_saved_model(runs):
+    from sklearn.metrics import f1_score
+
+    from tfbert.predictors import SavedModelPredictor, TFLitePredictor
+
+    run = runs["window"]
+    compact, saved = TFLitePredictor(run / "compact"), SavedModelPredictor(run / "saved_model")
+    assert (compact.stride, compact.window_pool) == (2, "mean") and compact.light_tokenizer is not None
+    texts = [row["text"] for row in long_rows(40, seed=7)] + ["good", ""]
+    answers = compact.predict(texts)
+    assert answers.shape == (len(texts), len(compact.labels))
+    np.testing.assert_allclose(answers, saved.predict(texts), atol=0.03)  # int8 weights: close, not equal
+    # transformers' tokenizer makes the same windows as the tokenizers library alone
+    full_tokenizer = TFLitePredictor(run / "compact", use_light_tokenizer=False)
+    np.testing.assert_allclose(full_tokenizer.predict(texts), answers, atol=1e-6)
+    # Its recorded test macro-F1 is over documents, recomputed here from the texts.
+    rows = long_rows(300)
+    test_rows = [rows[i] for i in json.loads((run / "splits.json").read_text())["rows"]["test"]]
+    predicted = compact.predict([row["text"] for row in test_rows]).argmax(axis=1)
+    f1 = f1_score([row["label"] for row in test_rows], [compact.labels[i] for i in predicted], average="macro")
+    assert json.loads((run / "metrics.json").read_text())["compact"]["test_macro_f1"] == pytest.approx(f1, abs=1e-6)
+
+
+@pytest.mark.slow
 def test_max_pooling_is_the_same_in_the_graph_and_in_python(runs, tokenizer, tmp_path):
     import datasets
 
@@ -243,10 +266,14 @@ def test_infer_and_the_server_answer_one_line_per_document(runs):
     from test_serving import serve_py
     from tfbert.predictors import SavedModelPredictor, ServerPredictor
 
+    from tfbert.model_choice import choose_export
+    from tfbert.predictors import load_predictor
+
     run = runs["window"]
     texts = [row["text"] for row in long_rows(6, seed=3)]
     saved = SavedModelPredictor(run / "saved_model")
-    expected = [saved.labels[i] for i in saved.predict(texts).argmax(axis=1)]
+    chosen = load_predictor(str(choose_export(run).path))  # compact/ when it agrees with the model, as infer.py picks
+    expected = [chosen.labels[i] for i in chosen.predict(texts).argmax(axis=1)]
     completed = run_cli("infer.py", "--model", str(run), "--json", *texts, cwd=runs["work"])
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert [json.loads(line)["label"] for line in completed.stdout.splitlines()] == expected

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -37,41 +38,41 @@ def _cpu_peak_gflops() -> float:
     return os.cpu_count() * (max(mhz) if mhz else 2000.0) / 1000 * 64
 
 
-def _texts_per_second(predict, texts: list[str], passes: int = 3) -> tuple[float, np.ndarray]:
-    """Median rate of ``passes`` passes over ``texts``, after one untimed pass (whose predictions are returned)
-    in which the predictor meets every batch shape once."""
-    probabilities = predict(texts)
+def _texts_per_second(predict, texts: list[str], pairs: Optional[list[str]],
+                      passes: int = 3) -> tuple[float, np.ndarray]:
+    """Median rate of ``passes`` passes of ``predict(texts, pairs)``, after one untimed pass (whose outputs are
+    returned) in which the predictor meets every batch shape once."""
+    outputs = predict(texts, pairs)
     rates = []
     for _ in range(passes):
         started = time.perf_counter()
-        predict(texts)
+        predict(texts, pairs)
         rates.append(len(texts) / (time.perf_counter() - started))
-    return statistics.median(rates), probabilities
+    return statistics.median(rates), outputs
 
 
-def _latencies_ms(predict, texts: list[str]) -> list[float]:
-    """Sorted single-text latencies over ``texts``, after 20 untimed calls."""
+def _latencies_ms(predict, texts: list[str], pairs: Optional[list[str]]) -> list[float]:
+    """Sorted single-text latencies over ``texts`` (with their ``pairs``), after 20 untimed calls."""
     latencies = []
-    for text in texts[:20] + texts:
+    for i in list(range(min(20, len(texts)))) + list(range(len(texts))):
         started = time.perf_counter()
-        predict([text])
+        predict([texts[i]], [pairs[i]] if pairs is not None else None)
         latencies.append(1000 * (time.perf_counter() - started))
-    return sorted(latencies[20:])
+    return sorted(latencies[min(20, len(texts)):])
 
 
 def _percentile(sorted_values: list[float], share: float) -> float:
     return round(sorted_values[int(share * (len(sorted_values) - 1))], 2)
 
 
-def _measure_compact(folder: Path, texts: list[str], labels: np.ndarray, label_names: list[str],
-                     saved_model_rate: float, recorded: dict) -> dict:
-    """Speed (text in; length-sorted batches, and one text per call), size and macro-F1 of compact/."""
-    from tfbert.evaluation import evaluate_predictions
+def _measure_compact(folder: Path, test: dict, score, saved_model_rate: float, recorded: dict) -> dict:
+    """Speed (text in; length-sorted batches, and one text per call), size and the task's metric of compact/
+    (``test``: texts and pairs; ``score(outputs)``: the test metric)."""
     from tfbert.predictors import TFLitePredictor
 
     compact = TFLitePredictor(folder)  # tokenises with the tokenizer shipped in compact/
-    rate, probabilities = _texts_per_second(compact.predict, texts)
-    latencies = _latencies_ms(compact.predict, texts[:100])
+    rate, outputs = _texts_per_second(compact.predict, test["texts"], test["pairs"])
+    latencies = _latencies_ms(compact.predict, test["texts"][:100], test["pairs"] and test["pairs"][:100])
     return {
         "compact_format": recorded["format"],
         "compact_mib": recorded["mib"],
@@ -84,20 +85,18 @@ def _measure_compact(folder: Path, texts: list[str], labels: np.ndarray, label_n
         f"compact_samples_per_s_batch{compact.batch_size}": round(rate, 1),
         "compact_speed_vs_saved_model": round(rate / saved_model_rate, 2),
         "compact_single_text_latency_ms_p50": _percentile(latencies, 0.5),
-        "compact_test_macro_f1": round(evaluate_predictions(probabilities, labels, label_names).metrics["macro_f1"], 4),
+        f"compact_test_{recorded['metric']}": round(score(outputs), 4),
     }
 
 
 def _no_compact_export(argv: list[str]) -> str:
     """Why the run may not get --export_tflite, or "": not with Keras 3 on JAX (the compact export traces in
-    TensorFlow), nor with --long_text window (it reads texts cut at --max_length)."""
+    TensorFlow)."""
     from tfbert.config import TrainConfig, build_parser, parse_sections
 
     parser = build_parser("python -m tfbert.bench", BENCH_DESCRIPTION)
     config = TrainConfig(*parse_sections(parser, argv))
-    if config.model.keras_backend == "jax":
-        return "no compact export with --keras_backend jax"
-    return "no compact export with --long_text window" if config.data.long_text == "window" else ""
+    return "no compact export with --keras_backend jax" if config.model.keras_backend == "jax" else ""
 
 
 def _non_embedding_parameters(folder: Path, backend: str) -> int:
@@ -157,8 +156,7 @@ def first_prediction_seconds(run: Path, text: str = "この商品は最高です
 BENCH_DESCRIPTION = (
     "Train with train.py's flags, then measure the SavedModel and the compact export; print one JSON object. "
     "It always adds --export_tflite, --patience 0 (every epoch runs), --quiet, and --output_dir/--plots_dir "
-    "in a temporary folder, whatever is given for them (--export_tflite not with --keras_backend jax or "
-    "--long_text window)."
+    "in a temporary folder, whatever is given for them (--export_tflite not with --keras_backend jax)."
 )
 
 
@@ -183,18 +181,29 @@ def main(argv: list[str] | None = None) -> int:
     metrics = json.loads((run / "metrics.json").read_text())
     resolved = json.loads((run / "config.json").read_text())["resolved"]
 
-    from tfbert import runs, runtime
+    from tfbert import runs, runtime, tasks
     from tfbert.data.corpus import load_corpus
-    from tfbert.evaluation import evaluate_predictions
     from tfbert.predictors import SavedModelPredictor
+    from tfbert.task_metrics import evaluate_task
 
     corpus = load_corpus(config.data, seed=config.training.seed)
-    test_texts, test_labels = list(corpus.splits["test"]["text"]), np.asarray(corpus.splits["test"]["label"])
+    split = corpus.splits["test"]
+    test = {"texts": list(split["text"]),
+            "pairs": list(split["text_pair"]) if "text_pair" in split.column_names else None}
+    test_texts, pairs = test["texts"], test["pairs"]
     predictor = SavedModelPredictor(run / "saved_model", batch_size=32)
-    predict_rate, saved_probabilities = _texts_per_second(predictor.predict, test_texts)  # by length, as infer.py
+    task, metric = predictor.task, tasks.monitor(predictor.task).removeprefix("val_")
+
+    def score(outputs: np.ndarray) -> float:
+        """The task's test metric of ``outputs``, at the model's thresholds."""
+        return evaluate_task(task, outputs, np.asarray(split["label"]), corpus.label_names,
+                             predictor.thresholds).metrics[metric]
+
+    predict_rate, saved_outputs = _texts_per_second(predictor.predict, test_texts, pairs)  # by length, as infer.py
     input_order_rate, _ = _texts_per_second(  # batches in the file's order, as the reference's Trainer.predict
-        lambda texts: predictor.predict(texts, sort_by_length=False), test_texts, passes=1)
-    latencies = _latencies_ms(predictor.predict, test_texts[:100])
+        lambda texts, text_pairs: predictor.predict(texts, text_pairs, sort_by_length=False), test_texts, pairs,
+        passes=1)
+    latencies = _latencies_ms(predictor.predict, test_texts[:100], pairs and pairs[:100])
 
     n_params = _non_embedding_parameters(run / "model", resolved["backend"])
     tokens_per_second = metrics["train_tokens_per_second_after_first_step"]
@@ -210,15 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         "train_tokens_per_s_after_first_step": tokens_per_second,
         "model_flop_utilization_vs_fp32_avx512_peak": round(6 * n_params * tokens_per_second / (_cpu_peak_gflops() * 1e9), 4),
         "peak_rss_mib_training": metrics["peak_rss_mib_training"],  # at the end of fit
-        "validation_macro_f1": round(metrics["validation"]["macro_f1"], 4),
-        "test_macro_f1": round(metrics["test"]["macro_f1"], 4),
-        "test_accuracy": round(metrics["test"]["accuracy"], 4),
+        "task": task,
+        **{key: round(value, 4) for key, value in tasks.summary_scores(task, metrics["validation"],
+                                                                        metrics["test"]).items()},
         "export_precision_policy": resolved["export_precision_policy"],
         "fused_ops": resolved["fused_ops"],
         "saved_model_predict_samples_per_s_batch32": round(predict_rate, 1),
         "saved_model_predict_samples_per_s_batch32_input_order": round(input_order_rate, 1),
-        "saved_model_test_macro_f1": round(evaluate_predictions(saved_probabilities, test_labels,
-                                                                corpus.label_names).metrics["macro_f1"], 4),
+        f"saved_model_test_{metric}": round(score(saved_outputs), 4),
         "single_text_latency_ms_p50": _percentile(latencies, 0.5),
         "single_text_latency_ms_p99": _percentile(latencies, 0.99),
         "saved_model_mib": round(runs.folder_bytes(predictor.path) / 2**20, 1),
@@ -230,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     elif "error" in metrics["compact"]:  # the benchmark reports what failed instead of hiding it
         report["compact_error"] = metrics["compact"]["error"]
     else:
-        report.update(_measure_compact(run / "compact", test_texts, test_labels, corpus.label_names,
-                                       predict_rate, metrics["compact"]))
+        report.update(_measure_compact(run / "compact", test, score, predict_rate, metrics["compact"]))
     report["peak_rss_mib_total"] = runtime.peak_rss_mib()  # of this process: the cold infer.py runs are others
     report.update(first_prediction_seconds(run, test_texts[0]))
     print(json.dumps(report))

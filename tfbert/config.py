@@ -197,19 +197,21 @@ class TrainingConfig:
         meta={"choices": ["constants", "variables"]},
     )
     export_tflite: bool = setting(
-        "also write compact/model_int8.tflite (TFLite with dynamic-range int8 weights, run by LiteRT) and "
-        "record its test macro-F1 beside the model's",
+        "also write compact/model_int8.tflite (TFLite with dynamic-range int8 weights, run by LiteRT; the model's "
+        "thresholds and windows) and record its test macro-F1 (Pearson r for regression) beside the model's",
         default=False,
     )
     compact_layers: str = setting(
         "encoder layers of the compact export; auto: leave layers out one at a time, the least harmful first, "
-        "while the float32 model's validation macro-F1 stays within --compact_max_f1_drop of the full model's; "
+        "while the float32 model's validation macro-F1 (Pearson r for regression) stays within "
+        "--compact_max_f1_drop of the full model's; "
         "all: keep every layer",
         default="auto",
         meta={"choices": ["auto", "all"]},
     )
     compact_max_f1_drop: float = setting(
-        "validation macro-F1 that --compact_layers auto may give up for speed", default=0.005
+        "validation macro-F1 (Pearson r for regression) that --compact_layers auto may give up for speed",
+        default=0.005
     )
     pad_to_multiple_of: int = setting(
         "round each batch's length up to a multiple of this (fewer shapes to compile); 0: 16 with --xla, else 8",
@@ -379,14 +381,10 @@ def backend_problems(config: TrainConfig) -> list[str]:
 def task_problems(d: DataConfig, t: TrainingConfig) -> list[tuple[Any, str]]:
     from tfbert.tasks import threshold_problem
 
-    single = d.task in ("single_label", "auto")
     return [(d.task in ("regression", "multi_label") and t.class_weight, f"--class_weight is for single-label "
              f"tasks; --task {d.task} has no classes to weigh, drop it"),
             ((d.label_separator or d.label_columns) and d.task in ("single_label", "regression"),
              f"--label_separator/--label_columns are for multi-label data, not --task {d.task}"),
-            (t.export_tflite and not single, "--export_tflite is for --task single_label only; drop it"),
-            (t.export_tflite and d.long_text == "window", "--export_tflite reads texts cut at --max_length; drop it "
-             "with --long_text window"),
             (threshold_problem(t.threshold), threshold_problem(t.threshold))]
 
 

@@ -136,7 +136,7 @@ def predict_probabilities(model, encoded, tokenizer, batch_size: int = 64, task:
 def split_metrics(model, split, tokenizer, label_names: list[str], batch_size: int = 64,
                   window_pool: str = "mean") -> dict:
     """Metrics of ``model`` on one tokenised split with a ``label`` column: the training model's validation
-    each epoch, and each candidate of the compact export's layer search.
+    each epoch.
 
     Example:
         >>> split_metrics(model, encoded["validation"], tokenizer, ["neg", "pos"])["macro_f1"]  # doctest: +SKIP

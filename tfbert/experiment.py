@@ -332,8 +332,7 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
     if not settings.export_tflite:
         return saved_model, None
     try:
-        return saved_model, export_compact(run, prepared, config,
-                                           model_test_macro_f1=results.evaluations["test"].metrics["macro_f1"])
+        return saved_model, export_compact(run, prepared, config, model_test=results.evaluations["test"].metrics)
     except TfbertError as error:  # the model and the SavedModel are written: keep the run
         logger.warning("no compact export: %s", error)
         return saved_model, {"error": str(error)}

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 from tfbert import export
 from tfbert.errors import TfbertError
 from tfbert.keras_serving import model_input_names, serving_rewrites
+from tfbert.model_settings import ModelSettings
 
 
 def is_keras3_folder(folder: str | Path) -> bool:
@@ -153,16 +154,15 @@ def export_saved_model_keras(model, tokenizer, *, id2label: dict[int, str], max_
                                      truncation=truncation, weights_in_graph=weights_in_graph)
 
 
-def export_tflite_keras(model, tokenizer, *, labels: list[str], max_length: int, truncation: str,
-                        folder: str | Path, word_tokenizer: Optional[str] = None,
+def export_tflite_keras(model, tokenizer, settings: ModelSettings, folder: str | Path, *,
                         left_out_layers: Sequence[int] = ()) -> Path:
     """The compact export (tfbert.export_tflite: int8 weights, builtin ops) of a float32 Keras 3 classifier,
     traced with tfbert.keras_serving's rewrites (2-D projections become int8 FULLY_CONNECTED kernels) and
     without the encoder layers ``left_out_layers`` (tfbert.layer_drop's search), which the file then lacks.
 
     Example:
-        >>> export_tflite_keras(model, tokenizer, labels=["neg", "pos"], max_length=128, truncation="head",
-        ...                     folder="output/run/compact")  # doctest: +SKIP
+        >>> export_tflite_keras(model, tokenizer, ModelSettings(labels=["neg", "pos"], max_length=128),
+        ...                     "output/run/compact")  # doctest: +SKIP
         PosixPath('output/run/compact')
     """
     import tensorflow as tf
@@ -187,6 +187,4 @@ def export_tflite_keras(model, tokenizer, *, labels: list[str], max_length: int,
         token_types = inputs.get("token_type_ids", tf.zeros_like(inputs["input_ids"]))
         return tf.nest.flatten(frozen(inputs["input_ids"], inputs["attention_mask"], token_types))[0]
 
-    return export_tflite(model, tokenizer, labels=labels, max_length=max_length, truncation=truncation,
-                         folder=folder, word_tokenizer=word_tokenizer, left_out_layers=left_out_layers,
-                         logits=keras_logits)
+    return export_tflite(model, tokenizer, settings, folder, left_out_layers=left_out_layers, logits=keras_logits)

@@ -13,14 +13,15 @@ even on a fully fused BERT graph; static int8 activations (calibrated) were 5x s
 macro-F1. The run folder records the F1 on the test split.
 
 Example:
-    >>> folder = export_tflite(model, tokenizer, labels=["neg", "pos"], max_length=128,
-    ...                        truncation="head", folder="output/run/compact")  # doctest: +SKIP
+    >>> folder = export_tflite(model, tokenizer, ModelSettings(labels=["neg", "pos"], max_length=128),
+    ...                        "output/run/compact")  # doctest: +SKIP
     >>> tfbert.predictors.TFLitePredictor(folder).predict(["great value"])  # doctest: +SKIP
     array([[0.1, 0.9]], dtype=float32)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -34,11 +35,12 @@ TOKENIZER_DIR = "tokenizer"
 FORMAT = "tflite, dynamic-range int8 weights, float32 activations, builtin ops only"
 
 
-def export_tflite(model, tokenizer, *, labels: list[str], max_length: int, truncation: str,
-                  folder: str | Path, word_tokenizer: Optional[str] = None,
+def export_tflite(model, tokenizer, settings: ModelSettings, folder: str | Path, *,
                   left_out_layers: Sequence[int] = (), logits: Optional[Callable] = None) -> Path:
-    """Convert a float32 classifier to ``folder/model_int8.tflite`` with its tokenizer and settings
-    (``left_out_layers``: encoder layers of the trained model that ``model`` leaves out, recorded there).
+    """Convert a float32 classifier to ``folder/model_int8.tflite`` (its logits) with its tokenizer and
+    ``settings``, the model's own (model/tfbert.json: labels, inputs, task, thresholds, windows), which the
+    predictor applies to the logits as every other export does; ``left_out_layers``: encoder layers of the
+    trained model that ``model`` leaves out, recorded there too.
 
     ``logits(inputs)`` gives float32 logits for a dict of int32 input tensors; by default transformers' model
     call (tfbert.export_keras.export_tflite_keras passes the Keras 3 model's).
@@ -81,10 +83,8 @@ def export_tflite(model, tokenizer, *, labels: list[str], max_length: int, trunc
     try:
         (staging / MODEL_FILE).write_bytes(flatbuffer)
         tokenizer.save_pretrained(staging / TOKENIZER_DIR)
-        settings = ModelSettings(labels=list(labels), max_length=max_length, truncation=truncation,
-                                 word_tokenizer=word_tokenizer, uses_token_type_ids=uses_token_types,
-                                 left_out_layers=list(left_out_layers))
-        settings.write(staging, format=FORMAT)
+        dataclasses.replace(settings, uses_token_type_ids=uses_token_types,
+                            left_out_layers=list(left_out_layers)).write(staging, format=FORMAT)
         os.rename(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -193,7 +193,7 @@ def export(context, prepared, results) -> tuple[Optional[Path], Optional[dict]]:
         return saved_model, None
     try:
         return saved_model, layer_drop.export_compact(  # the layer search and TFLite, as for transformers' model
-            run, prepared, context.config, model_test_macro_f1=results.evaluations["test"].metrics["macro_f1"])
+            run, prepared, context.config, model_test=results.evaluations["test"].metrics)
     except TfbertError as error:  # the model and the SavedModel are written: keep the run
         logger.warning("no compact export: %s", error)
         return saved_model, {"error": str(error)}

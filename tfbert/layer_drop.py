@@ -4,11 +4,12 @@ Every layer left out takes its share of the work off each prediction; what it co
 layer and the task, so it is measured, not assumed (Sajjad et al., "On the effect of dropping layers of
 pre-trained transformer models", 2023, drop layers before fine-tuning; here they are chosen after it).
 :func:`choose_layers_to_leave_out` finds such layers greedily, one per round, scoring each candidate model
-with a caller's function (train.py: float32 macro-F1 on the validation split) and stopping before the
-score falls more than a budget below the full model's. Measured with all-MiniLM-L6-v2 fine-tuned on AG
-News: leaving out layer 3 of 6 moved validation macro-F1 0.9021 -> 0.9050 and the int8 export's test
-macro-F1 0.9044 -> 0.9024; every second layer cost 0.008-0.06 on validation. :func:`export_compact` is
-train.py's compact export: the search (--compact_layers), the TFLite conversion and the test score.
+with a caller's function (train.py: the float32 model's validation macro-F1, or Pearson r for regression) and
+stopping before the score falls more than a budget below the full model's. Measured with all-MiniLM-L6-v2
+fine-tuned on AG News: leaving out layer 3 of 6 moved validation macro-F1 0.9021 -> 0.9050 and the int8
+export's test macro-F1 0.9044 -> 0.9024; every second layer cost 0.008-0.06 on validation.
+:func:`export_compact` is train.py's compact export: the search (--compact_layers), the TFLite conversion and
+the test score.
 
 Example:
     >>> smaller = without_layers(model, [3])  # doctest: +SKIP
@@ -26,8 +27,6 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
-
-import numpy as np
 
 from tfbert.keras_serving import is_keras3_classifier
 
@@ -157,11 +156,11 @@ def choose_layers_to_leave_out(model, score: Callable[[object], float], max_drop
     return choice
 
 
-def leave_out_layers(model, score: Callable[[object], float], n_validation: int,
-                     settings: "TrainingConfig") -> tuple[object, list[int], dict]:
+def leave_out_layers(model, score: Callable[[object], float], n_validation: int, settings: "TrainingConfig",
+                     metric: str = "macro_f1") -> tuple[object, list[int], dict]:
     """The compact export's model: without the encoder layers the validation split can spare (--compact_layers
-    auto, within --compact_max_f1_drop), the layers it left out, and what the search measured (empty with
-    --compact_layers all; ``{"skipped": why}`` when it cannot search).
+    auto, within --compact_max_f1_drop of ``metric``), the layers it left out, and what the search measured (empty
+    with --compact_layers all; ``{"skipped": why}`` when it cannot search).
 
     Example:
         >>> smaller, left_out, search = leave_out_layers(model, validation_f1, 676, config.training)  # doctest: +SKIP
@@ -170,7 +169,8 @@ def leave_out_layers(model, score: Callable[[object], float], n_validation: int,
     """
     if settings.compact_layers == "all":
         return model, [], {}
-    skipped = unresolvable(n_validation, settings.compact_max_f1_drop)
+    # A correlation moves smoothly with every score; an F1 by whole answers, which a small split cannot resolve.
+    skipped = unresolvable(n_validation, settings.compact_max_f1_drop) if metric.endswith("f1") else None
     if not skipped and droppable_layers(model) < 2:
         skipped = f"{model.name if is_keras3_classifier(model) else type(model).__name__} has no two encoder layers with " \
                   "weights of their own"
@@ -179,39 +179,47 @@ def leave_out_layers(model, score: Callable[[object], float], n_validation: int,
         return model, [], {"skipped": skipped}
     started = time.time()
     choice = choose_layers_to_leave_out(model, score, settings.compact_max_f1_drop)
-    logger.info("compact export: leaves out encoder layers %s of %d (validation macro-F1 %.4f, full model %.4f)",
-                choice.left_out, choice.n_layers, choice.score, choice.full_score)
+    logger.info("compact export: leaves out encoder layers %s of %d (validation %s %.4f, full model %.4f)",
+                choice.left_out, choice.n_layers, metric, choice.score, choice.full_score)
     search = {
-        "max_f1_drop": settings.compact_max_f1_drop, "validation_macro_f1_full": round(choice.full_score, 4),
-        "validation_macro_f1": round(choice.score, 4), "seconds": round(time.time() - started, 1),
-        "tried": [{"left_out": t["left_out"], "validation_macro_f1": round(t["score"], 4)} for t in choice.tried],
+        "max_f1_drop": settings.compact_max_f1_drop, f"validation_{metric}_full": round(choice.full_score, 4),
+        f"validation_{metric}": round(choice.score, 4), "seconds": round(time.time() - started, 1),
+        "tried": [{"left_out": t["left_out"], f"validation_{metric}": round(t["score"], 4)} for t in choice.tried],
     }
     if choice.left_out:
         model = without_layers(model, choice.left_out)
     return model, choice.left_out, search
 
 
-def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_test_macro_f1: float) -> dict:
+def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_test: dict) -> dict:
     """Write ``run.compact_dir`` (TFLite int8) from the run's saved model folder, leaving out the encoder layers
-    the validation split can spare, and measure its test macro-F1 against the model's; return metrics.json's
-    ``compact`` entry. ``prepared`` is the run's tfbert.experiment.Prepared (encoded splits, tokenizer, labels).
+    the validation split can spare by the task's metric (macro-F1, Pearson r for regression), and measure that
+    metric on the test split against the model's (``model_test``: its test metrics); return metrics.json's
+    ``compact`` entry. The export answers with model/'s settings: its thresholds, its windows.
+    ``prepared`` is the run's tfbert.experiment.Prepared (encoded splits, tokenizer, labels).
     A Keras 3 run's model folder (tfbert.keras_backend.save's files) goes through export_keras.export_tflite_keras,
     its layers left out at trace time.
 
     Example:
-        >>> export_compact(run, prepared, config, model_test_macro_f1=0.90)["test_macro_f1_change"]  # doctest: +SKIP
-        -0.002
+        >>> entry = export_compact(run, prepared, config, model_test={"macro_f1": 0.90})  # doctest: +SKIP
+        >>> entry["metric"], entry["test_macro_f1_change"]  # doctest: +SKIP
+        ('macro_f1', -0.002)
     """
-    from tfbert import fused_ops, modeling, runtime
-    from tfbert.evaluation import evaluate_predictions, split_metrics
+    from tfbert import fused_ops, modeling, runtime, tasks
+    from tfbert.evaluation import predict_probabilities
     from tfbert.export_keras import is_keras3_folder
     from tfbert.export_tflite import MODEL_FILE, export_tflite
-    from tfbert.model_choice import label_agreement, record_agreement
+    from tfbert.model_choice import answer_agreement, record_agreement
+    from tfbert.model_settings import ModelSettings
     from tfbert.predictors import TFLitePredictor
     from tfbert.runs import folder_bytes
+    from tfbert.task_metrics import evaluate_task
 
     started = time.time()
-    settings, data, label_names = config.training, config.data, prepared.label_names
+    batch_size, label_names = config.training.batch_size, prepared.label_names
+    model_settings = ModelSettings.read(run.model_dir)
+    task, thresholds = model_settings.task, model_settings.thresholds
+    metric = tasks.monitor(task).removeprefix("val_")
     runtime.set_precision("float32")  # dynamic-range quantisation starts from the float32 weights
     keras3 = is_keras3_folder(run.model_dir)
     if keras3:
@@ -226,43 +234,43 @@ def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_te
     else:
         model = modeling.load_classifier(run.model_dir)
 
-    def validation_macro_f1(candidate) -> float:
+    def score(outputs, split: str) -> float:
+        """The task's metric of ``outputs`` on ``split``, at the model's own thresholds (those the export ships)."""
+        return evaluate_task(task, outputs, prepared.labels(split), label_names, thresholds).metrics[metric]
+
+    def validation_score(candidate) -> float:
         split = prepared.encoded["validation"]
         if not keras3:
-            return split_metrics(candidate, split, prepared.tokenizer, label_names, settings.batch_size * 2)["macro_f1"]
+            return score(predict_probabilities(candidate, split, prepared.tokenizer, batch_size * 2, task,
+                                               model_settings.window_pool), "validation")
         view = candidate if isinstance(candidate, KerasLayersLeftOut) else KerasLayersLeftOut(candidate, [])
         with serving_rewrites(view.model, left_out=view.left_out):
-            probabilities = keras_probabilities(view.model, split, prepared.tokenizer, settings.batch_size * 2)
-        return evaluate_predictions(probabilities, np.asarray(split["label"]), label_names).metrics["macro_f1"]
+            return score(keras_probabilities(view.model, split, prepared.tokenizer, batch_size * 2), "validation")
 
-    model, left_out, layer_search = leave_out_layers(model, validation_macro_f1, len(prepared.encoded["validation"]),
-                                                     settings)
+    model, left_out, layer_search = leave_out_layers(model, validation_score, len(prepared.encoded["validation"]),
+                                                     config.training, metric)
     if keras3:  # the serving rewrites (2-D projections, first-token last layer) are applied while it is traced
         model = model.model if isinstance(model, KerasLayersLeftOut) else model
         n_layers = droppable_layers(model) - len(left_out) or None  # None: ALBERT's shared layers, not counted
-        folder = export_tflite_keras(model, prepared.tokenizer, labels=label_names, max_length=data.max_length,
-                                     truncation=data.truncation, folder=run.compact_dir,
-                                     word_tokenizer=config.model.word_tokenizer, left_out_layers=left_out)
+        folder = export_tflite_keras(model, prepared.tokenizer, model_settings, run.compact_dir,
+                                     left_out_layers=left_out)
     else:
         # 2-D Dense and tf.nn.gelu convert to FULLY_CONNECTED and TFLite's GELU: 6-8 % more texts/s on AG News.
         fused_ops.fuse(model, for_serving=True)
         n_layers = model.config.num_hidden_layers
-        folder = export_tflite(model, prepared.tokenizer, labels=label_names, max_length=data.max_length,
-                               truncation=data.truncation, folder=run.compact_dir,
-                               word_tokenizer=config.model.word_tokenizer, left_out_layers=left_out)
-    test_split = prepared.encoded["test"]
-    token_types = test_split["token_type_ids"] if "token_type_ids" in test_split.column_names else None
-    probabilities = TFLitePredictor(folder).predict_ids(test_split["input_ids"], token_types)
-    macro_f1 = evaluate_predictions(probabilities, prepared.labels("test"), label_names).metrics["macro_f1"]
+        folder = export_tflite(model, prepared.tokenizer, model_settings, run.compact_dir, left_out_layers=left_out)
+    outputs = TFLitePredictor(folder).predict_encoded(prepared.encoded["test"])  # windows pooled, as infer.py does
+    test_score = score(outputs, "test")
     # How often it answers as model/ did on the test split (its predictions file): infer.py's choice of export.
     predictions = (run.path / "predictions_test.jsonl").read_text(encoding="utf-8").splitlines()
-    full_model = [json.loads(line)["predicted"] for line in predictions]
-    agreement = label_agreement(probabilities, full_model, label_names)
+    agreement = answer_agreement(task, outputs, [json.loads(line)["predicted"] for line in predictions], label_names,
+                                 thresholds)
     record_agreement(folder, agreement)
     size = (folder / MODEL_FILE).stat().st_size
     return {"format": "tflite dynamic-range int8", "path": str(folder.relative_to(run.path) / MODEL_FILE),
             "encoder_layers": n_layers, "left_out_layers": left_out,
             **({"layer_search": layer_search} if layer_search else {}),
             "mib": round(size / 2**20, 2), "size_vs_saved_model": round(size / folder_bytes(run.saved_model_base), 3),
-            "test_macro_f1": macro_f1, "test_macro_f1_change": round(macro_f1 - model_test_macro_f1, 4),
+            "metric": metric, f"test_{metric}": test_score,
+            f"test_{metric}_change": round(test_score - model_test[metric], 4),
             "test_label_agreement": agreement, "seconds": round(time.time() - started, 1)}

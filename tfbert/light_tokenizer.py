@@ -71,18 +71,27 @@ class LightTokenizer:
     """
 
     def __init__(self, backend, *, max_length: int, truncation: str, direction: str, cls_id: int, sep_id: int,
-                 pad_id: int):
+                 pad_id: int, stride: Optional[int] = None):
         self.backend, self.max_length, self.truncation = backend, max_length, truncation
         self.cls_id, self.sep_id, self.pad_id = cls_id, sep_id, pad_id
+        self.stride = stride
         backend.no_padding()
-        if truncation == "head":  # what transformers sets for truncation=True, max_length=...
+        if truncation == "head" and stride is None:  # what transformers sets for truncation=True, max_length=...
             backend.enable_truncation(max_length, stride=0, strategy="longest_first", direction=direction)
-        else:  # tail and head_tail cut the plain ids here, as encode_batch does
+        else:  # the plain ids are cut (tail, head_tail) or read in windows here, as encode_batch does
             backend.no_truncation()
 
+    def build_inputs_with_special_tokens(self, a: list[int], b: Optional[list[int]] = None) -> list[int]:
+        """[CLS] a [SEP] (b [SEP]): the frame of the classes in EXACT_CLASSES, as transformers' method names it."""
+        return [self.cls_id, *a, self.sep_id] + ([*b, self.sep_id] if b is not None else [])
+
+    def create_token_type_ids_from_sequences(self, a: list[int], b: Optional[list[int]] = None) -> list[int]:
+        return [0] * (len(a) + 2) + ([1] * (len(b) + 1) if b is not None else [])
+
     def encode(self, texts: list[str], pairs: Optional[list[str]] = None) -> dict:
-        """``input_ids`` and ``token_type_ids`` per text, truncated to ``max_length`` with the special tokens kept."""
-        if self.truncation == "head":
+        """``input_ids`` and ``token_type_ids`` per text, truncated to ``max_length`` with the special tokens kept;
+        with a ``stride``, also every window of each text (tfbert.windows.encode_windows' columns)."""
+        if self.truncation == "head" and self.stride is None:
             inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
             encodings = self.backend.encode_batch(inputs, add_special_tokens=True)
             return {"input_ids": [e.ids for e in encodings], "token_type_ids": [e.type_ids for e in encodings]}
@@ -90,6 +99,10 @@ class LightTokenizer:
         plain_b = ([e.ids for e in self.backend.encode_batch(list(pairs), add_special_tokens=False)]
                    if pairs is not None else None)
         budget = self.max_length - (3 if pairs is not None else 2)
+        if self.stride is not None:
+            from tfbert.windows import encode_windows
+
+            return encode_windows(self, plain_a, budget, self.stride, plain_b)
         encoded = {"input_ids": [], "token_type_ids": []}
         for i, a in enumerate(plain_a):
             b = plain_b[i] if plain_b is not None else None
@@ -98,10 +111,8 @@ class LightTokenizer:
                 a = truncate_ids(a, budget - len(b), self.truncation)
             else:
                 a = truncate_ids(a, budget, self.truncation)
-            first = [self.cls_id, *a, self.sep_id]
-            second = [*b, self.sep_id] if b is not None else []
-            encoded["input_ids"].append(first + second)
-            encoded["token_type_ids"].append([0] * len(first) + [1] * len(second))
+            encoded["input_ids"].append(self.build_inputs_with_special_tokens(a, b))
+            encoded["token_type_ids"].append(self.create_token_type_ids_from_sequences(a, b))
         return encoded
 
     def pad(self, input_ids: list[list[int]], token_type_ids: Optional[list[list[int]]] = None) -> dict:
@@ -119,8 +130,10 @@ class LightTokenizer:
 
 
 def load_light_tokenizer(folder: str | Path, max_length: Optional[int], truncation: str = "head",
-                         word_tokenizer: Optional[str] = None) -> tuple[Optional[LightTokenizer], str]:
-    """The tokenizer saved in ``folder`` without transformers, or (None, why not) where its ids could differ.
+                         word_tokenizer: Optional[str] = None,
+                         stride: Optional[int] = None) -> tuple[Optional[LightTokenizer], str]:
+    """The tokenizer saved in ``folder`` without transformers, or (None, why not) where its ids could differ
+    (``stride``: a windowed model's, tfbert.windows.stride_of).
 
     Example:
         >>> tokenizer, why = load_light_tokenizer("output/run/compact/tokenizer", 128)  # doctest: +SKIP
@@ -156,4 +169,4 @@ def load_light_tokenizer(folder: str | Path, max_length: Optional[int], truncati
         return None, f"no {', '.join(missing)} token in the vocabulary"
     return LightTokenizer(backend, max_length=int(max_length), truncation=truncation,
                           direction=config.get("truncation_side", "right"), cls_id=ids["cls"], sep_id=ids["sep"],
-                          pad_id=ids["pad"]), "tokenizer.json through the tokenizers library"
+                          pad_id=ids["pad"], stride=stride), "tokenizer.json through the tokenizers library"

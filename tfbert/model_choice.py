@@ -28,6 +28,7 @@ from tfbert.model_settings import SETTINGS_FILE
 
 MIN_LABEL_AGREEMENT = 0.99  # one answer in a hundred may differ from the full model's
 AGREEMENT_KEY = "test_label_agreement"
+SCORE_TOLERANCE = 0.05  # a regression score agrees within 5 % of the spread (std) of the model's test scores
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,34 @@ def label_agreement(probabilities: np.ndarray, reference_labels: Sequence[str], 
         return 0.0
     predicted = [label_names[i] for i in np.asarray(probabilities).argmax(axis=1)]
     return round(float(np.mean([p == r for p, r in zip(predicted, reference_labels)])), 4)
+
+
+def answer_agreement(task: str, outputs: np.ndarray, reference: Sequence, label_names: Sequence[str],
+                     thresholds: Optional[Sequence[float]] = None) -> float:
+    """Share of rows whose answer from ``outputs`` is the ``reference`` row's (predictions_<split>.jsonl's
+    ``predicted``): the same label (single-label), the same label set at ``thresholds`` (multi-label), or a score
+    within :data:`SCORE_TOLERANCE` of the reference scores' standard deviation (regression).
+
+    Example:
+        >>> answer_agreement("multi_label", np.array([[0.9, 0.6], [0.2, 0.1]]), [["a", "b"], ["a"]], ["a", "b"],
+        ...                  [0.5, 0.5])
+        0.5
+    """
+    if task == "single_label":
+        return label_agreement(outputs, reference, label_names)
+    if len(reference) != len(outputs):
+        raise ValueError(f"{len(outputs)} predictions for {len(reference)} reference answers")
+    if not len(outputs):
+        return 0.0
+    if task == "multi_label":
+        from tfbert.tasks import decide
+
+        label_sets = [{name for name, on in zip(label_names, row) if on} for row in decide(outputs, thresholds)]
+        same = [predicted == set(answer) for predicted, answer in zip(label_sets, reference)]
+    else:
+        scores, answers = np.asarray(outputs, np.float64).reshape(-1), np.asarray(reference, np.float64)
+        same = np.abs(scores - answers) <= SCORE_TOLERANCE * (float(np.std(answers)) or 1.0)
+    return round(float(np.mean(same)), 4)
 
 
 def record_agreement(compact_dir: str | Path, agreement: float) -> None:

@@ -28,6 +28,7 @@ from tfbert import windows
 from tfbert.client import RestClient
 from tfbert.errors import TfbertError
 from tfbert.model_settings import SETTINGS_FILE, ModelSettings
+from tfbert.tasks import activate
 from tfbert.task_export import outputs_array, served_task
 
 logger = logging.getLogger(__name__)
@@ -230,12 +231,14 @@ class TFLitePredictor:
         self.path = folder
         self.settings = ModelSettings.read(folder)
         self.labels = list(self.settings.labels)
-        self.task, self.thresholds = self.settings.task, self.settings.thresholds  # single-label only: see config
+        self.task, self.thresholds = self.settings.task, self.settings.thresholds
+        self.stride, self.window_pool = windows.stride_of(self.settings), self.settings.window_pool
         self.batch_size = batch_size
         # transformers takes seconds to import: the tokenizers library alone runs the tokenizer where its ids
         # are the same (tfbert.light_tokenizer), else the full tokenizer is loaded.
         self.light_tokenizer, why = load_light_tokenizer(folder / TOKENIZER_DIR, self.settings.max_length,
-                                                         self.settings.truncation, self.settings.word_tokenizer) \
+                                                         self.settings.truncation, self.settings.word_tokenizer,
+                                                         self.stride) \
             if use_light_tokenizer else (None, "use_light_tokenizer=False")
         self.tokenizer = None
         if self.light_tokenizer is None:
@@ -254,7 +257,7 @@ class TFLitePredictor:
         self._pool = ThreadPoolExecutor(self.interpreters, thread_name_prefix="tflite")
 
     def predict(self, texts: list[str], text_pairs: Optional[list[str]] = None) -> np.ndarray:
-        """Probabilities [len(texts), len(labels)] (float32)."""
+        """The task's outputs [len(texts), outputs] (float32): probabilities, or scores."""
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise TfbertError(f"text_pairs: {len(text_pairs)} pairs for {len(texts)} texts; give one per text")
         pairs = list(text_pairs) if text_pairs is not None else None
@@ -264,19 +267,37 @@ class TFLitePredictor:
             from tfbert.data.pipeline import encode_batch
 
             encoded = encode_batch(self.tokenizer, list(texts), pairs, self.settings.max_length,
-                                   self.settings.truncation, count_tokens=False)
-        return self.predict_ids(encoded["input_ids"], encoded.get("token_type_ids"))
+                                   self.settings.truncation, count_tokens=False, stride=self.stride)
+        return self.predict_encoded(encoded)
+
+    def predict_encoded(self, encoded) -> np.ndarray:
+        """The task's outputs for tokenised texts (encode_batch's dict or a tokenised datasets split), one row per
+        text: a windowed split's pooled from its windows' logits, as the SavedModel pools them."""
+        if windows.is_windowed(encoded):
+            rows, document = windows.window_rows(encoded)
+            logits = self.logits(rows["input_ids"], rows.get("token_type_ids"))
+            return windows.pooled_outputs(self.task, logits, document, len(encoded[windows.WINDOW_COLUMN]),
+                                          self.window_pool)
+        token_types = encoded["token_type_ids"] if "token_type_ids" in windows.column_names(encoded) else None
+        return self.predict_ids(encoded["input_ids"], token_types)
 
     def predict_ids(self, input_ids: list[list[int]], token_type_ids: Optional[list[list[int]]] = None) -> np.ndarray:
-        """Probabilities for tokenised examples; batches hold examples of similar length (little padding)."""
+        """The task's outputs for tokenised examples, one row per example."""
+        return activate(self.task, self.logits(input_ids, token_type_ids))
+
+    def logits(self, input_ids: list[list[int]], token_type_ids: Optional[list[list[int]]] = None) -> np.ndarray:
+        """Logits [n, outputs] (float32) of tokenised examples; batches hold examples of similar length (little
+        padding)."""
+        if not len(input_ids):
+            return np.zeros((0, len(self.labels)), np.float32)
         order = np.argsort([len(ids) for ids in input_ids], kind="stable")
         batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         feeds = [self._padded(rows, input_ids, token_type_ids) for rows in batches]
-        logits = list(self._pool.map(self._run, feeds)) if len(feeds) > 1 else [self._run(f) for f in feeds]
-        probabilities = np.zeros((len(input_ids), len(self.labels)), np.float32)
-        for rows, batch_logits in zip(batches, logits):
-            probabilities[rows] = _softmax(batch_logits)
-        return probabilities
+        results = list(self._pool.map(self._run, feeds)) if len(feeds) > 1 else [self._run(f) for f in feeds]
+        logits = np.zeros((len(input_ids), results[0].shape[1]), np.float32)
+        for rows, batch_logits in zip(batches, results):
+            logits[rows] = batch_logits
+        return logits
 
     def _padded(self, rows: np.ndarray, input_ids: list[list[int]], token_type_ids: Optional[list[list[int]]]) -> dict:
         features = {"input_ids": [input_ids[i] for i in rows]}
@@ -294,12 +315,6 @@ class TFLitePredictor:
             return runner(**feeds)["logits"]
         finally:
             self._free_runners.put(runner)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (scipy's would cost a second of import in a one-text process)."""
-    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 class ServerPredictor:

@@ -9,6 +9,7 @@ import numpy as np
 
 from tfbert import runs
 
+METRIC_NAMES = {"macro_f1": "macro-F1", "pearson": "Pearson r"}  # the compact export's metric, as the report names it
 _ROWS = (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("macro_precision", "macro precision"),
          ("macro_recall", "macro recall"), ("weighted_f1", "weighted F1"), ("micro_f1", "micro F1"),
          ("samples_f1", "samples F1"), ("subset_accuracy", "subset accuracy"), ("hamming_loss", "Hamming loss"),
@@ -123,13 +124,15 @@ def _unknown_token_lines(shares: dict[str, float]) -> list[str]:
 
 
 def _compact_line(compact: dict, run) -> str:
-    """The Files entry of compact/: size, encoder layers kept, test macro-F1 against the model's."""
+    """The Files entry of compact/: size, encoder layers kept, the task's test metric against the model's."""
+    metric = compact.get("metric", "macro_f1")  # entries written before other tasks had one: macro-F1
+    name = METRIC_NAMES.get(metric, metric)
     layers = ""
     if compact.get("left_out_layers"):
         search, left_out = compact["layer_search"], compact["left_out_layers"]
         layers = (f", {compact['encoder_layers']} of {compact['encoder_layers'] + len(left_out)} encoder layers "
-                  f"(left out: {', '.join(map(str, left_out))}; validation macro-F1 "
-                  f"{search['validation_macro_f1']:.4f} vs {search['validation_macro_f1_full']:.4f} with all)")
-    return (f"- `compact/`: TFLite with int8 weights ({compact['mib']} MiB){layers}, test macro-F1 "
-            f"{compact['test_macro_f1']:.4f} ({compact['test_macro_f1_change']:+.4f} vs the model) — "
+                  f"(left out: {', '.join(map(str, left_out))}; validation {name} "
+                  f"{search[f'validation_{metric}']:.4f} vs {search[f'validation_{metric}_full']:.4f} with all)")
+    return (f"- `compact/`: TFLite with int8 weights ({compact['mib']} MiB){layers}, test {name} "
+            f"{compact[f'test_{metric}']:.4f} ({compact[f'test_{metric}_change']:+.4f} vs the model) — "
             f"`python infer.py --model {run.compact_dir}`")

@@ -113,14 +113,14 @@ def encode_windows(tokenizer, plain_a: list[list[int]], budget: int, stride: int
     return encoded
 
 
-def _column_names(encoded) -> list[str]:
+def column_names(encoded) -> list[str]:
     """The columns of a tokenised split: a datasets.Dataset or encode_batch's dict."""
     return encoded.column_names if hasattr(encoded, "column_names") else list(encoded)
 
 
 def is_windowed(encoded) -> bool:
     """Whether a tokenised split (a datasets.Dataset or encode_batch's dict) holds windows."""
-    return WINDOW_COLUMN in _column_names(encoded)
+    return WINDOW_COLUMN in column_names(encoded)
 
 
 def window_rows(encoded) -> tuple[dict, np.ndarray]:
@@ -131,7 +131,7 @@ def window_rows(encoded) -> tuple[dict, np.ndarray]:
     nested = encoded[WINDOW_COLUMN]
     counts = np.fromiter((len(windows) for windows in nested), np.int64, count=len(nested))
     ids = [window for windows in nested for window in windows]
-    names = _column_names(encoded)
+    names = column_names(encoded)
     rows = {"input_ids": ids}
     if "attention_mask" in names:
         rows["attention_mask"] = [[1] * len(window) for window in ids]
@@ -163,10 +163,10 @@ def describe_reading(encoded_train, share: float, max_length: int) -> str:
 
 def window_scores(task: str, logits: np.ndarray) -> np.ndarray:
     """What is pooled of each window's logits [windows, outputs] (float64): see the module docstring."""
-    from scipy.special import log_softmax
+    from tfbert.tasks import log_softmax
 
     logits = np.asarray(logits, np.float64)
-    return log_softmax(logits, axis=1) if task == "single_label" else logits
+    return log_softmax(logits) if task == "single_label" else logits
 
 
 def pool(scores: np.ndarray, document: np.ndarray, n_documents: int, how: str = "mean") -> np.ndarray:
