@@ -1,6 +1,7 @@
 """Load and fault test of serve.py on loopback; prints one JSON object.
 
     python bench/load_test.py --model output/<run>/saved_model [--clients 8] [--requests 400]
+    python bench/load_test.py --model output/<run> --export compact     # the compact export, without TensorFlow
     python bench/load_test.py --model output/<run> --texts test.jsonl --batching both --faults off
 
 Phases: (1) a bounded number of concurrent clients send predict requests: count, errors, p50/p99
@@ -220,7 +221,9 @@ def fault_phases(model: str, port: int, serve_args: tuple[str, ...], env: dict, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="run folder or SavedModel base path")
+    parser.add_argument("--model", required=True, help="run folder, SavedModel base path or compact export")
+    parser.add_argument("--export", choices=["auto", "saved_model", "compact"], default="auto",
+                        help="serve.py --export: which of a run's exports the server answers with")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--batch", type=int, default=1, help="texts per request")
@@ -235,26 +238,26 @@ def main() -> None:
     parser.add_argument("--server_env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment of the server process, e.g. MALLOC_ARENA_MAX=2 (repeatable)")
     args = parser.parse_args()
-    model = str(Path(args.model) / "saved_model") if (Path(args.model) / "saved_model").is_dir() else args.model
     texts = None
     if args.texts:
         texts = [json.loads(line)["text"] for line in Path(args.texts).read_text(encoding="utf-8").splitlines()
                  if line.strip()]
     env = dict(item.split("=", 1) for item in args.server_env)
     port = free_port()
-    common = ("--max_batch", str(args.max_batch), "--batch_timeout_ms", str(args.batch_timeout_ms))
-    report = {"clients": args.clients, "batch": args.batch, "texts": args.texts or "random words",
+    common = ("--max_batch", str(args.max_batch), "--batch_timeout_ms", str(args.batch_timeout_ms),
+              "--export", args.export)
+    report = {"export": args.export, "clients": args.clients, "batch": args.batch, "texts": args.texts or "random words",
               "server_env": env, "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     modes = ["off", "on"] if args.batching == "both" else [args.batching]
     for mode in modes:
-        report[f"batching_{mode}"] = measured_load(model, port, ("--batching", mode, *common), env, args, texts)
+        report[f"batching_{mode}"] = measured_load(args.model, port, ("--batching", mode, *common), env, args, texts)
     if args.batching == "both":
         off, on = report["batching_off"]["load"], report["batching_on"]["load"]
         report["throughput_on_vs_off"] = round(on["texts_per_s"] / max(off["texts_per_s"], 1e-9), 2)
         report["texts_per_cpu_s_on_vs_off"] = round(report["batching_on"]["texts_per_server_cpu_s"]
                                                   / max(report["batching_off"]["texts_per_server_cpu_s"], 1e-9), 2)
     if args.faults == "on":
-        report.update(fault_phases(model, port, ("--batching", modes[-1], *common), env, args))
+        report.update(fault_phases(args.model, port, ("--batching", modes[-1], *common), env, args))
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report))
 

@@ -48,11 +48,14 @@ class InferConfig:
 
 @dataclass
 class ServeConfig:
-    """Settings of serve.py: which SavedModel, where to listen, what one request may ask."""
+    """Settings of serve.py: which export, where to listen, what one request may ask."""
 
-    model: Optional[str] = setting("run folder, SavedModel base path or version folder (default: newest run)",
-                                 default=None)
+    model: Optional[str] = setting("run folder, SavedModel base path or version folder, or compact export "
+                                   "(default: newest run)", default=None)
     output_dir: str = setting("where to look for the newest run", default="output")
+    export: str = setting("which of a run's exports answers: auto (compact/ when it gives the model's answers on the "
+                          "test split, as infer.py chooses; else saved_model/), saved_model, compact",
+                          default="auto", meta={"choices": ["auto", "saved_model", "compact"]})
     model_name: str = setting("the NAME in /v1/models/NAME", default="tfbert")
     host: str = setting("address to bind (0.0.0.0 exposes it to the network)", default="127.0.0.1")
     port: int = setting("TCP port, 1-65535 (TF Serving's REST port is 8501)", default=8501)

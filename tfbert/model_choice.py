@@ -143,3 +143,36 @@ def choose_export(path: str | Path, explain: bool = False) -> Choice:
         return Choice(path / "compact", "compact", f"compact/ agrees with the full model on {agreement:.3f} of the "
                       f"test labels (>= {MIN_LABEL_AGREEMENT}), same labels")
     return Choice(path / "model", "model", refusal)
+
+
+def choose_served_export(path: str | Path, export: str = "auto") -> Choice:
+    """The export serve.py serves for ``path`` (``export``: auto, saved_model or compact).
+
+    For a run folder, auto takes compact/ when it may answer for the run (the rules above), else saved_model/;
+    any other folder is served as given, as a compact export or a SavedModel. Raises TfbertError when the asked-for
+    export is not there.
+
+    Example:
+        >>> choose_served_export("output/run", "saved_model").path.name  # doctest: +SKIP
+        'saved_model'
+    """
+    from tfbert.errors import TfbertError
+
+    path = Path(path)
+    if not (path / "model" / "config.json").is_file():
+        kind = "compact" if (path / MODEL_FILE).is_file() else "saved_model"
+        path = path / "saved_model" if kind == "saved_model" and (path / "saved_model").is_dir() else path
+        if export not in ("auto", kind):
+            raise TfbertError(f"--export {export}: {path} is a {kind.replace('_', ' ')} export; give its run folder "
+                              f"or the {export} folder itself")
+        return Choice(path, kind, "served as given")
+    refusal = _compact_refusal(path) if export == "auto" else f"--export {export}"
+    if export == "compact" or refusal is None:
+        if not (path / "compact" / MODEL_FILE).is_file():
+            raise TfbertError(f"--export compact: {path} has no compact export; train with --export_tflite "
+                              "or use --export saved_model")
+        reason = "--export compact" if refusal else choose_export(path).reason
+        return Choice(path / "compact", "compact", reason)
+    if not (path / "saved_model").is_dir():
+        raise TfbertError(f"--model {path}: the run has no saved_model/ ({refusal}); point --model at an export")
+    return Choice(path / "saved_model", "saved_model", refusal)

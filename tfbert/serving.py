@@ -110,7 +110,7 @@ class LoadedModel:
         for key, spec in specs.items():
             if key not in columns:
                 raise RequestError(f"missing input '{key}' for signature '{signature}'")
-            values = _decode_b64(columns[key]) if spec.dtype == tf.string else columns[key]
+            values = decode_b64(columns[key]) if spec.dtype == tf.string else columns[key]
             try:
                 feeds[key] = tf.constant(values, dtype=spec.dtype)
             except (ValueError, TypeError, UnicodeError, tf.errors.InvalidArgumentError) as error:
@@ -162,10 +162,10 @@ def _decode(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _decode_b64(value):
+def decode_b64(value):
     """TF Serving's binary strings: {"b64": "..."} anywhere a string goes."""
     if isinstance(value, list):
-        return [_decode_b64(item) for item in value]
+        return [decode_b64(item) for item in value]
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         try:
             return base64.b64decode(value["b64"], validate=True)
@@ -244,15 +244,17 @@ def parse_predict(body: bytes, loaded: LoadedModel, limits: ServerLimits) -> tup
     return signature, columns, layout
 
 
-def create_app(model_path: str | Path, model_name: str = "tfbert", limits: ServerLimits = ServerLimits(),
+def create_app(model, model_name: str = "tfbert", limits: ServerLimits = ServerLimits(),
                batch_timeout_ms: Optional[float] = None):
-    """A FastAPI app serving the SavedModel at ``model_path`` (a version folder or base path) as ``model_name``.
+    """A FastAPI app serving ``model`` as ``model_name``: a SavedModel's version folder or base path, or a
+    model already loaded (LoadedModel, or tfbert.compact_serving.CompactModel: the same signatures without
+    TensorFlow).
 
     With ``batch_timeout_ms`` (server-side batching), text requests arriving within that many milliseconds of
     each other share one model call of at most ``limits.max_batch`` texts (see tfbert.batching); None: each
     request is its own call.
     """
-    loaded = LoadedModel(Path(model_path))
+    loaded = LoadedModel(Path(model)) if isinstance(model, (str, Path)) else model
     batcher = None if batch_timeout_ms is None else \
         RequestBatcher(loaded.call, limits.max_batch, batch_timeout_ms / 1000)
     app = FastAPI(title="tfbert", docs_url=None, redoc_url=None)
