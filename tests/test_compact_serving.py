@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_first_prediction import _run_folder, compact_run  # noqa: F401  (compact_run is a fixture)
-from test_serving import ROOT, call, free_port
+from test_serving import BAD_REQUESTS, ROOT, call, free_port
 
 from tfbert.compact_serving import signature_outputs
 from tfbert.errors import TfbertError
@@ -84,7 +84,8 @@ def servers(compact_run):  # noqa: F811
     for export in ("auto", "saved_model"):
         port = free_port()
         process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--model", str(run), "--port", str(port),
-                                    "--model_name", "demo", "--max_batch", "8", "--export", export],
+                                    "--model_name", "demo", "--max_batch", "8", "--max_body_bytes", "20000",
+                                    "--export", export],
                                    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started.append((process, f"http://127.0.0.1:{port}"))
     try:
@@ -154,18 +155,13 @@ def test_token_ids_and_bad_requests_on_a_compact_server(servers):
     assert status == 200, body
     np.testing.assert_allclose(body["outputs"]["probabilities"], TFLitePredictor(run / "compact").predict(TEXTS[:3]),
                                atol=1e-5)  # padding left out as the predictor never adds it
-    for request, status, fragment in [
-        (b'{"instances": [1, 2]}', 400, "string"),
-        (b'{"instances": [["a"]]}', 400, "rank"),
-        (b'{"instances": ["\\ud800"]}', 400, "string"),
-        (b'{"instances": [{"b64": "%%%"}]}', 400, "base64"),
-        (b'{"instances": [{"text": "a", "extra": "b"}]}', 400, "unknown input"),
-        (json.dumps({"instances": ["a"] * 9}).encode(), 400, "limit of 8"),
+    predict_ids_requests = [
         (json.dumps({"signature_name": "predict_ids", "inputs": {
             "input_ids": [[1, 2]], "attention_mask": [[0, 0]], "token_type_ids": [[0, 0]]}}).encode(), 400, "at least"),
         (json.dumps({"signature_name": "predict_ids", "inputs": {
             "input_ids": [[1, 2]], "attention_mask": [[1]], "token_type_ids": [[0, 0]]}}).encode(), 400, "same shape"),
-    ]:
+    ]
+    for request, status, fragment in BAD_REQUESTS + predict_ids_requests:  # the SavedModel server's, and these
         code, answer = call(f"{url}/v1/models/demo:predict", request)
         assert code == status and fragment in answer["error"], (request, answer)
     assert call(f"{url}/healthz")[0] == 200

@@ -119,7 +119,8 @@ def test_status_and_metadata(server):
     assert call(f"{server['url']}/v1/models/demo/versions/7")[0] == 404
 
 
-@pytest.mark.parametrize("body, status, fragment", [
+# Bad bodies for a server started with --max_body_bytes 20000 --max_batch 8: (body, HTTP status, error fragment).
+BAD_REQUESTS = [
     (b"{not json", 400, "malformed JSON"),
     (b'{"instances": []}', 400, "non-empty"),
     (b'{"instances": [1, 2]}', 400, "string"),
@@ -133,7 +134,10 @@ def test_status_and_metadata(server):
     (b'{"instances": ["\\ud800"]}', 400, "string"),
     (json.dumps({"instances": ["a"] * 9}).encode(), 400, "limit of 8"),
     (json.dumps({"instances": ["x" * 30000]}).encode(), 413, "over 20000 bytes"),
-])
+]
+
+
+@pytest.mark.parametrize("body, status, fragment", BAD_REQUESTS)
 def test_bad_requests_get_tf_serving_errors_and_the_server_stays_up(server, body, status, fragment):
     code, answer = call(f"{server['url']}/v1/models/demo:predict", body)
     assert code == status and fragment in answer["error"], answer
