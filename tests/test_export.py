@@ -71,6 +71,8 @@ def test_the_bundled_model_exports_with_its_layer_norm_epsilon(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("too_large", [False, True])
 def test_weights_as_variables_when_asked_or_too_large_for_one_graph(classifier, tmp_path, monkeypatch, too_large):
+    from tensorflow.core.protobuf import saved_model_pb2
+
     from tfbert import export
 
     model, tokenizer = classifier
@@ -84,6 +86,11 @@ def test_weights_as_variables_when_asked_or_too_large_for_one_graph(classifier, 
     assert folder_bytes(constants / "variables") < weight_bytes / 10 < (constants / "saved_model.pb").stat().st_size
     assert SavedModelPredictor(variables).metadata["weights"] == "variables"
     assert folder_bytes(variables / "variables") > weight_bytes
+    # The variables alone are saved, not the Keras model's layers (and their functions) that a load would restore.
+    saved = saved_model_pb2.SavedModel.FromString((variables / "saved_model.pb").read_bytes())
+    objects = saved.meta_graphs[0].object_graph_def.nodes
+    assert sum(node.WhichOneof("kind") == "variable" for node in objects) == len(model.weights)
+    assert not [node for node in objects if node.user_object.identifier.startswith("_tf_keras")]
     np.testing.assert_allclose(SavedModelPredictor(variables).predict(SAMPLE), SavedModelPredictor(constants).predict(SAMPLE),
                                atol=1e-6)
 

@@ -66,6 +66,7 @@ class RunContext:
     run: runs.Run
     policy: str  # the training precision policy
     export_policy: str
+    export_weights: str  # constants or variables
     fused: bool
     strategy: Any
     pad_multiple: int
@@ -163,10 +164,11 @@ def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
     run = (runs.create_run(output_dir, plots_dir, prepared.corpus.name, config.model.model_name) if scratch
            else resume.open_or_create_run(config, prepared.corpus))
     runs.set_status(run, "running")
+    export_policy = runtime.resolve_export_precision(settings.export_precision, policy)
     return RunContext(
         config=config, run=run, policy=policy, fused=fused, strategy=strategy, report=report, scratch=scratch,
-        backed_up=resume.cluster_run_dir(config, prepared.corpus) if scratch else run.path,
-        export_policy=runtime.resolve_export_precision(settings.export_precision, policy),
+        backed_up=resume.cluster_run_dir(config, prepared.corpus) if scratch else run.path, export_policy=export_policy,
+        export_weights=runtime.resolve_export_weights(settings.export_weights, export_policy),
         pad_multiple=settings.pad_to_multiple_of or (16 if settings.xla else DEFAULT_PAD_MULTIPLE),
     )
 
@@ -186,7 +188,7 @@ def _write_config(context: RunContext, prepared: Prepared) -> None:
             "task": corpus.task,
             "precision_policy": context.policy,
             "fused_ops": context.fused,
-            "export_precision_policy": context.export_policy,
+            "export_precision_policy": context.export_policy, "export_weights": context.export_weights,
             "pad_to_multiple_of": context.pad_multiple,
             **distribution.describe(strategy),
             "devices": [d.name for d in tf.config.list_logical_devices()],
@@ -263,6 +265,7 @@ def _compiled_model(context: RunContext, prepared: Prepared, total_steps: int):
         model.compile(optimizer=optimizer, loss=tasks.loss(task), metrics=tasks.keras_metrics(task),
                       jit_compile=settings.xla)
         training.accumulate_gradients(model, settings.grad_accum_steps)
+        training.trace_steps_once(model)
     return model
 
 
@@ -326,7 +329,7 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
     saved_model = export_saved_model(
         serving_model, prepared.tokenizer, id2label=dict(enumerate(prepared.label_names)),
         max_length=data.max_length, base_dir=run.saved_model_base, truncation=data.truncation,
-        weights_in_graph=settings.export_weights == "constants", task=prepared.corpus.task, thresholds=thresholds,
+        weights_in_graph=context.export_weights == "constants", task=prepared.corpus.task, thresholds=thresholds,
         stride=windows.stride_of(data), window_pool=data.window_pool,
     )
     if not settings.export_tflite:

@@ -1,7 +1,8 @@
 """SavedModel export in TF Serving's layout: raw text in, probabilities and labels out.
 
     <base>/<version>/saved_model.pb (the graph, the model's weights in it as constants: see model_forward),
-                     variables/ (the weights instead: weights_in_graph=False, or models over 1 GiB),
+                     variables/ (the weights instead: weights_in_graph=False, as train.py asks for float32
+                     exports (runtime.resolve_export_weights), or models over 1 GiB),
                      assets/ (vocabulary),
                      assets.extra/tfbert/metadata.json, assets.extra/tfbert/tokenizer/
 
@@ -197,11 +198,14 @@ def _classifier_class():
 
     class TextClassifier(tf.Module):
         """The model's forward pass (and its in-graph tokenizer, if any) as a tf.Module whose functions are
-        signatures. ``model`` is kept (its variables saved) only when the forward pass does not hold the weights."""
+        signatures. ``weights`` (the variables the forward pass reads) are kept only when it does not hold them
+        as constants: the variables alone, not the Keras model, whose ~1,500 tracked objects and layer functions
+        the export would otherwise save and every load restore."""
 
-        def __init__(self, forward, encoder, labels: list[str], model=None):
+        def __init__(self, forward, encoder, labels: list[str], weights=None):
             super().__init__()
-            self.forward, self.encoder, self.model = forward, encoder, model
+            self.forward, self.encoder = forward, encoder
+            self.weights = list(weights or [])
             self.labels = tf.constant(labels)
 
         def logits(self, input_ids, attention_mask, token_type_ids):
@@ -276,7 +280,7 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         uses_token_types = "token_type_ids" in tokenizer.model_input_names
         forward, weights_in_graph = model_forward(model, uses_token_types, weights_in_graph)
         module = task_module_class(_classifier_class(), task, thresholds)(
-            forward, encoder, labels, model=None if weights_in_graph else model)
+            forward, encoder, labels, weights=None if weights_in_graph else model.weights)
         ids_spec = tf.TensorSpec([None, None], tf.int64)
 
         @tf.function(input_signature=[ids_spec, ids_spec, ids_spec])

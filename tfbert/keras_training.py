@@ -183,7 +183,7 @@ def export(context, prepared, results) -> tuple[Optional[Path], Optional[dict]]:
     prepared.tokenizer.save_pretrained(staging)
     model_settings_of(context, prepared).write(staging)
     staging.rename(run.model_dir)
-    weights_in_graph = settings.export_weights == "constants"
+    weights_in_graph = context.export_weights == "constants"
     if keras.backend.backend() == "tensorflow":
         saved_model = export_folder(run.model_dir, run.saved_model_base, context.export_policy, weights_in_graph)
     else:  # the SavedModel traces the model in TensorFlow: Keras 3 on TensorFlow reads the same weights file

@@ -89,6 +89,22 @@ def resolve_export_precision(requested: str, training_policy: str) -> str:
     return "float32"
 
 
+def resolve_export_weights(requested: str, export_policy: str) -> str:
+    """--export_weights: constants or variables; auto keeps constants where they pay for their memory.
+
+    Constant weights let the graph optimiser cast them to bfloat16 and lay them out for oneDNN once, at load.
+    Measured on MiniLM (2 cores): in bfloat16 a batch of 32 took 77 instead of 115 ms; in float32, with no cast
+    to fold, 7% more texts/s for 1.8 GiB more resident memory and ~4 s longer to the first answer.
+
+    Example:
+        >>> resolve_export_weights("auto", "float32")
+        'variables'
+    """
+    if requested in ("constants", "variables"):
+        return requested
+    return "constants" if export_policy == "mixed_bfloat16" else "variables"
+
+
 def use_fused_ops(requested: str) -> bool:
     """--fused_ops: on, off, or auto = on when no GPU is visible (the passes it saves are a CPU cost)."""
     if requested in ("on", "off"):

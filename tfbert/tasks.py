@@ -71,8 +71,8 @@ def keras_metrics(task: str) -> list:
     """What Keras shows in the progress bar while training (validation metrics come from a prediction pass)."""
     import tensorflow as tf
 
-    if task == "single_label":
-        return ["accuracy"]
+    if task == "single_label":  # an object, not "accuracy": Keras would create its variables in the first step
+        return [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     if task == "multi_label":  # a logit of 0 is a probability of 0.5
         return [tf.keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
     return [tf.keras.metrics.MeanAbsoluteError(name="mae")]

@@ -165,6 +165,24 @@ def accumulate_gradients(model, micro_batches: int) -> None:
         model.train_step = types.MethodType(train_step, model)
 
 
+def trace_steps_once(model) -> None:
+    """Make the first ``fit`` step and ``predict`` call trace their function once, and without AutoGraph.
+
+    tf.function traces a function twice when its first trace creates variables (AdamW's slots, Keras' metric
+    variables built on first use): here they exist before. AutoGraph rewrites the source of every layer call, which
+    none of these functions needs: transformers' layers branch on Python values, and the steps' loops
+    (gradient accumulation) are tf.while_loop already. Call after ``compile`` (which resets the functions), under
+    the strategy's scope, with ``steps_per_execution`` 1 (its loop would need AutoGraph).
+    """
+    import tensorflow as tf
+
+    model.optimizer.build(model.trainable_variables)
+    for kind in ("train", "predict"):
+        traced_with_autograph = getattr(model, f"make_{kind}_function")()
+        setattr(model, f"{kind}_function",
+                tf.function(traced_with_autograph.python_function, reduce_retracing=True, autograph=False))
+
+
 def _best_weights_class():
     import tensorflow as tf
 
