@@ -44,18 +44,27 @@ def test_balanced_class_weight():
     assert weights == pytest.approx({0: 4 / 6, 1: 2.0, 2: 1.0})
 
 
-def _one_update(tiny_model_dir, micro_batches: int, batch: dict, labels, sample_weight=None) -> list:
-    """Trainable weights after one optimizer update on ``batch``, from the same start, without dropout."""
+def _model_without_dropout(tiny_model_dir):
+    """The tiny classifier (3 labels) from the same seeded start, its dropout off."""
     import tensorflow as tf
 
     from tfbert.modeling import load_for_training
-    from tfbert.training import accumulate_gradients, classification_loss
 
     tf.keras.utils.set_random_seed(0)
     model = load_for_training(tiny_model_dir, ["a", "b", "c"])
     for layer in model.submodules:
         if isinstance(layer, tf.keras.layers.Dropout):
             layer.rate = 0.0
+    return model
+
+
+def _one_update(tiny_model_dir, micro_batches: int, batch: dict, labels, sample_weight=None) -> list:
+    """Trainable weights after one optimizer update on ``batch``, from the same start, without dropout."""
+    import tensorflow as tf
+
+    from tfbert.training import accumulate_gradients, classification_loss
+
+    model = _model_without_dropout(tiny_model_dir)
     model.compile(optimizer=tf.keras.optimizers.SGD(0.5), loss=classification_loss, metrics=["accuracy"])
     accumulate_gradients(model, micro_batches)
     logs = model.train_on_batch(batch, labels, sample_weight=sample_weight, return_dict=True)
@@ -114,3 +123,41 @@ def test_progress_mode_follows_the_terminal_and_the_flags():
     assert progress_mode(TrainingConfig(quiet=True), 300, terminal=False) == (0, 0)
     assert progress_mode(TrainingConfig(json=True), 300, terminal=True) == (0, 0)
     assert progress_interval(3) == 1
+
+
+def _fitted(tiny_model_dir, batch: dict, labels, micro_batches: int, trace_once: bool):
+    """The model after fitting two batches with AdamW (no dropout), with or without trace_steps_once."""
+    import tensorflow as tf
+
+    from tfbert import tasks
+    from tfbert.training import accumulate_gradients, make_optimizer, trace_steps_once
+
+    model = _model_without_dropout(tiny_model_dir)
+    model.compile(optimizer=make_optimizer(model, 1e-2, 0.01, 1, 4), loss=tasks.loss("single_label"),
+                  metrics=tasks.keras_metrics("single_label"))
+    accumulate_gradients(model, micro_batches)
+    if trace_once:
+        trace_steps_once(model)
+    history = model.fit(tf.data.Dataset.from_tensor_slices((batch, labels)).batch(3), epochs=1, verbose=0)
+    return model, history.history
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+@pytest.mark.slow
+def test_steps_trace_once_without_autograph_and_train_as_before(tiny_model_dir, micro_batches):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["good phone", "bad book and very poor", "okay", "love it really", "the worst item", "fine"]
+    batch = dict(tokenizer(texts, padding=True, return_tensors="np"))
+    labels = np.array([2, 0, 1, 2, 0, 1])
+    model, history = _fitted(tiny_model_dir, batch, labels, micro_batches, trace_once=True)
+    keras_own, keras_history = _fitted(tiny_model_dir, batch, labels, micro_batches, trace_once=False)
+    # One trace: AdamW's slots and the accuracy's variables existed before the first step.
+    assert model.train_function.experimental_get_tracing_count() == 1
+    assert model.predict(batch, verbose=0)["logits"].shape == (6, 3)
+    assert model.predict_function.experimental_get_tracing_count() == 1
+    for ours, theirs in zip(model.trainable_variables, keras_own.trainable_variables):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-6)
+    assert history["loss"] == pytest.approx(keras_history["loss"], rel=1e-6)
+    assert history["accuracy"] == pytest.approx(keras_history["accuracy"])
