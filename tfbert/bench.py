@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         **{key: round(value, 4) for key, value in tasks.summary_scores(task, metrics["validation"],
                                                                         metrics["test"]).items()},
         "export_precision_policy": resolved["export_precision_policy"],
-        "export_weights": resolved.get("export_weights", "constants"),  # runs before the auto rule had constants
+        "export_weights": resolved["export_weights"],
         "fused_ops": resolved["fused_ops"],
         "saved_model_predict_samples_per_s_batch32": round(predict_rate, 1),
         "saved_model_predict_samples_per_s_batch32_input_order": round(input_order_rate, 1),

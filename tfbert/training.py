@@ -178,9 +178,9 @@ def trace_steps_once(model) -> None:
 
     model.optimizer.build(model.trainable_variables)
     for kind in ("train", "predict"):
-        traced_with_autograph = getattr(model, f"make_{kind}_function")()
+        keras_function = getattr(model, f"make_{kind}_function")()  # a tf.function with AutoGraph, not yet traced
         setattr(model, f"{kind}_function",
-                tf.function(traced_with_autograph.python_function, reduce_retracing=True, autograph=False))
+                tf.function(keras_function.python_function, reduce_retracing=True, autograph=False))
 
 
 def _best_weights_class():
