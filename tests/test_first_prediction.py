@@ -101,12 +101,16 @@ def test_label_agreement_and_its_record(tmp_path):
                                                                    "test_label_agreement": 0.75}
 
 
-def _run_folder(root: Path, agreement=None, compact_labels=("neg", "pos"), model_labels=("neg", "pos")) -> Path:
+def _run_folder(root: Path, agreement=None, compact_labels=("neg", "pos"), model_labels=("neg", "pos"),
+                saved_model_policy="float32") -> Path:
     """A run folder's files that the choice reads (the model files themselves are never opened)."""
     (root / "model").mkdir(parents=True)
     (root / "model" / "config.json").write_text(json.dumps({"id2label": dict(enumerate(model_labels))}))
-    (root / "saved_model" / "1").mkdir(parents=True)
-    (root / "saved_model" / "1" / "saved_model.pb").write_bytes(b"")
+    if saved_model_policy is not None:
+        (root / "saved_model" / "1" / "assets.extra" / "tfbert").mkdir(parents=True)
+        (root / "saved_model" / "1" / "saved_model.pb").write_bytes(b"")
+        (root / "saved_model" / "1" / "assets.extra" / "tfbert" / "metadata.json").write_text(
+            json.dumps({"labels": list(model_labels), "compute_policy": saved_model_policy}))
     if compact_labels is not None:
         (root / "compact").mkdir()
         (root / "compact" / MODEL_FILE).write_bytes(b"")
@@ -116,21 +120,33 @@ def _run_folder(root: Path, agreement=None, compact_labels=("neg", "pos"), model
     return root
 
 
-@pytest.mark.parametrize("agreement, compact_labels, model_labels, explain, kind, reason", [
-    (1.0, ("neg", "pos"), ("neg", "pos"), False, "compact", "agrees with the full model on 1.000"),
-    (MIN_LABEL_AGREEMENT, ("neg", "pos"), ("neg", "pos"), False, "compact", ">= 0.99"),
-    (0.985, ("neg", "pos"), ("neg", "pos"), False, "model", "0.985 of the test labels (< 0.99)"),
-    (1.0, ("pos", "neg"), ("neg", "pos"), False, "model", "labels ['pos', 'neg'] differ"),
-    (1.0, ("neg", "pos"), ("neg", "pos"), True, "model", "--explain needs model/"),
-    (None, ("neg", "pos"), ("neg", "pos"), False, "model", "records no test label agreement"),
-    (None, None, ("neg", "pos"), False, "model", "no compact export"),
+@pytest.mark.parametrize("agreement, compact_labels, saved_model_policy, explain, kind, reasons", [
+    (1.0, ("neg", "pos"), "float32", False, "compact", ["agrees with the full model on 1.000"]),
+    (MIN_LABEL_AGREEMENT, ("neg", "pos"), "float32", False, "compact", [">= 0.99"]),
+    (0.985, ("neg", "pos"), "float32", False, "saved_model",
+     ["0.985 of the test labels (< 0.99)", "saved_model/ computes in float32 as model/ does"]),
+    (1.0, ("pos", "neg"), "float32", False, "saved_model", ["labels ['pos', 'neg'] differ"]),
+    (None, ("neg", "pos"), "float32", False, "saved_model", ["records no test label agreement"]),
+    (None, None, "float32", False, "saved_model", ["no compact export", "starts faster"]),
+    (1.0, ("neg", "pos"), "float32", True, "model", ["--explain needs model/"]),
+    (0.985, ("neg", "pos"), "mixed_bfloat16", False, "model",
+     ["(< 0.99)", "saved_model/ computes in mixed_bfloat16, model/ in float32"]),
+    (None, None, None, False, "model", ["no compact export", "the run has no saved_model/"]),
 ])
-def test_a_run_folder_answers_with_compact_only_when_it_gives_the_models_labels(
-        tmp_path, agreement, compact_labels, model_labels, explain, kind, reason):
-    run = _run_folder(tmp_path / "run", agreement, compact_labels, model_labels)
+def test_a_run_folder_answers_with_the_fastest_export_that_gives_the_models_labels(
+        tmp_path, agreement, compact_labels, saved_model_policy, explain, kind, reasons):
+    run = _run_folder(tmp_path / "run", agreement, compact_labels, saved_model_policy=saved_model_policy)
     choice = choose_export(run, explain=explain)
-    assert (choice.kind, choice.path) == (kind, run / ("compact" if kind == "compact" else "model"))
-    assert reason in choice.reason
+    assert (choice.kind, choice.path) == (kind, run / kind)
+    for reason in reasons:
+        assert reason in choice.reason
+
+
+def test_a_saved_model_without_its_metadata_does_not_answer_for_the_run(tmp_path):
+    run = _run_folder(tmp_path / "run", compact_labels=None)
+    (run / "saved_model" / "1" / "assets.extra" / "tfbert" / "metadata.json").unlink()
+    assert choose_export(run).kind == "model"
+    assert "saved_model/ computes in an unrecorded precision" in choose_export(run).reason
 
 
 def test_an_export_folder_is_used_as_given(tmp_path):
@@ -219,18 +235,24 @@ def test_infer_answers_from_compact_without_tensorflow_as_the_saved_model_does(c
 
 
 @pytest.mark.slow
-def test_infer_without_a_good_compact_export_uses_the_model_and_says_why(compact_run):
+def test_infer_without_a_good_compact_export_uses_the_saved_model_and_says_why(compact_run):
+    from tfbert.predictors import KerasPredictor
+
     work, run = compact_run
     settings = run / "compact" / "tfbert.json"
     original = settings.read_text()
     try:
         record_agreement(run / "compact", 0.9)
-        lines, report, log = _infer_in_runner("great phone", "--model", str(run), "--verbose", cwd=work)
+        lines, report, log = _infer_in_runner("great phone", "--json", "--model", str(run), "--verbose", cwd=work)
     finally:
         settings.write_text(original)
-    assert report["exit"] == 0 and "tensorflow" in report["imported"], log[-3000:]
-    assert len(lines) == 1 and lines[0].endswith("\tgreat phone")
-    assert f"answering with {run / 'model'}: compact/ agrees with the full model on 0.900" in log
+    # TensorFlow (which imports scipy) for the SavedModel, but neither transformers nor datasets
+    assert report == {"exit": 0, "imported": ["scipy", "tensorflow"]}, log[-3000:]
+    assert f"answering with {run / 'saved_model'}: compact/ agrees with the full model on 0.900" in log
+    answer = json.loads(lines[0])
+    model = KerasPredictor(run / "model").predict(["great phone"])[0]
+    assert answer["label"] == ["neg", "neu", "pos"][model.argmax()]
+    assert answer["confidence"] == pytest.approx(float(model.max()), abs=1e-5)
     quiet = run_cli("infer.py", "great phone", "--model", str(run), cwd=work)
     assert quiet.returncode == 0 and "answering with" not in quiet.stderr
 
