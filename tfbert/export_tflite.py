@@ -25,7 +25,7 @@ import dataclasses
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from tfbert.errors import TfbertError
 from tfbert.model_settings import ModelSettings
@@ -36,14 +36,16 @@ FORMAT = "tflite, dynamic-range int8 weights, float32 activations, builtin ops o
 
 
 def export_tflite(model, tokenizer, settings: ModelSettings, folder: str | Path, *,
-                  left_out_layers: Sequence[int] = (), logits: Optional[Callable] = None) -> Path:
+                  left_out_layers: Sequence[int] = (), logits: Optional[Callable] = None,
+                  variables: Optional[Any] = None) -> Path:
     """Convert a float32 classifier to ``folder/model_int8.tflite`` (its logits) with its tokenizer and
     ``settings``, the model's own (model/tfbert.json: labels, inputs, task, thresholds, windows), which the
     predictor applies to the logits as every other export does; ``left_out_layers``: encoder layers of the
     trained model that ``model`` leaves out, recorded there too.
 
     ``logits(inputs)`` gives float32 logits for a dict of int32 input tensors; by default transformers' model
-    call (tfbert.export_keras.export_tflite_keras passes the Keras 3 model's).
+    call (tfbert.export_keras.export_tflite_keras passes the Keras 3 model's); ``variables``: the object holding
+    the tf.Variables it reads, which the converter freezes into the file (by default ``model``).
     The folder is written under a temporary name and renamed into place, so it is whole or absent.
     """
     import tensorflow as tf
@@ -69,7 +71,8 @@ def export_tflite(model, tokenizer, settings: ModelSettings, folder: str | Path,
         def classify(input_ids, attention_mask):
             return {"logits": logits({"input_ids": input_ids, "attention_mask": attention_mask})}
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([classify.get_concrete_function()], model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([classify.get_concrete_function()],
+                                                                variables or model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic range: int8 weights, float activations
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
