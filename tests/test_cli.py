@@ -240,6 +240,32 @@ def test_infer_refuses_empty_texts_and_pairs_for_a_single_text_model(trained_run
                           "--file texts.jsonl", "line 2 is empty")
     _assert_clean_failure(run_cli("infer.py", "a title", "--text_pair", "its body", "--model", run, cwd=tmp_path),
                           "--text_pair", "trained on single texts")
+    metadata = json.loads((trained_run["run"] / "saved_model" / "1" / "assets.extra" / "tfbert" / "metadata.json")
+                          .read_text(encoding="utf-8"))
+    assert set(metadata["signatures"]) == {"serving_default", "predict_ids"}  # no predict_text_pair to load
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_pairs_exports_the_pair_signature_and_answers_pairs(tiny_model_dir, tmp_path):
+    from tfbert.predictors import SavedModelPredictor
+
+    rows = [{"title": first["text"], "body": second["text"], "label": first["label"]}
+            for first, second in zip(make_rows(120), make_rows(120, seed=5))]
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    completed = run_cli("train.py", "--train_file", "pairs.jsonl", "--text_column", "title", "--text_pair_column",
+                        "body", "--model_name", str(tiny_model_dir), "--epochs", "1", "--max_length", "32",
+                        "--precision", "float32", "--quiet", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    run = next((tmp_path / "output" / "pairs").glob("*/*"))
+    assert json.loads((run / "config.json").read_text())["data"]["text_pair"] is True
+    saved_model = run / "saved_model" / "1"
+    metadata = json.loads((saved_model / "assets.extra" / "tfbert" / "metadata.json").read_text(encoding="utf-8"))
+    assert set(metadata["signatures"]) == {"serving_default", "predict_ids", "predict_text_pair"}
+    answered = run_cli("infer.py", "great phone", "--text_pair", "awful item", "--json", "--model", str(saved_model),
+                       cwd=tmp_path)
+    assert answered.returncode == 0, answered.stderr[-3000:]
+    expected = SavedModelPredictor(saved_model).predict(["great phone"], ["awful item"])[0]
+    assert json.loads(answered.stdout)["confidence"] == pytest.approx(float(expected.max()), abs=1e-5)
 
 
 @pytest.mark.slow

@@ -119,6 +119,30 @@ def test_saved_model_cli_lists_exactly_the_documented_signatures(classifier, tmp
         assert f"outputs['{output}']" in default
 
 
+@pytest.mark.slow
+def test_a_single_text_export_has_no_pair_signature_and_refuses_pairs_in_one_line(classifier, tmp_path):
+    from tfbert.errors import TfbertError
+    from tfbert.serving import LoadedModel, RequestError, ServerLimits, parse_predict
+
+    model, tokenizer = classifier
+    single = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path / "single",
+                                text_pairs=False)
+    both = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path / "both")
+    names, _ = saved_model_cli_signatures(single)
+    metadata = json.loads((single / "assets.extra" / "tfbert" / "metadata.json").read_text(encoding="utf-8"))
+    assert names == set(metadata["signatures"]) == set(warmup_requests(single)) == {"serving_default", "predict_ids"}
+    assert (single / "saved_model.pb").stat().st_size < 0.75 * (both / "saved_model.pb").stat().st_size
+    texts = ["great phone", "awful", "the item is okay I guess"]
+    np.testing.assert_allclose(SavedModelPredictor(single).predict(texts), SavedModelPredictor(both).predict(texts),
+                               atol=1e-6)
+    with pytest.raises(TfbertError, match="has no predict_text_pair signature .* trained on single texts"):
+        SavedModelPredictor(single).predict(texts, ["x", "y", "z"])
+    pairs = json.dumps({"instances": [{"text": "good", "text_pair": "bad"}]}).encode()
+    with pytest.raises(RequestError, match="text_pair: this model was trained on single texts"):
+        parse_predict(pairs, LoadedModel(single), ServerLimits())
+    assert parse_predict(pairs, LoadedModel(both), ServerLimits())[0] == "predict_text_pair"
+
+
 def warmup_requests(version: Path) -> dict[str, dict[str, np.ndarray]]:
     """The PredictRequests of the export's TF Serving warm-up file: signature name -> inputs, as TF Serving reads them."""
     import tensorflow as tf

@@ -193,9 +193,11 @@ def test_windows_find_what_head_truncation_cannot_see(runs):
 
 
 @pytest.mark.slow
-def test_the_saved_model_answers_each_document_as_the_keras_model(runs, tokenizer):
+def test_the_saved_model_answers_each_document_as_the_keras_model(runs, tokenizer, tmp_path):
     import tensorflow as tf
 
+    from tfbert.export import export_saved_model
+    from tfbert.modeling import load_classifier
     from tfbert.predictors import KerasPredictor, SavedModelPredictor
 
     run = runs["window"]
@@ -204,7 +206,12 @@ def test_the_saved_model_answers_each_document_as_the_keras_model(runs, tokenize
     np.testing.assert_allclose(saved.predict(texts), keras.predict(texts), atol=1e-5)
     meta = saved.metadata
     assert meta["long_text"] == "window" and "predict_windows" in meta["signatures"]
-    pairs = saved.loaded.signatures["predict_text_pair"](text=tf.constant(texts[:4]), text_pair=tf.constant(texts[4:8]))
+    assert "predict_text_pair" not in meta["signatures"]  # trained on single texts
+    # The windowed pair signature, as a model trained on pairs gets it.
+    paired = tf.saved_model.load(str(export_saved_model(
+        load_classifier(run / "model"), tokenizer, id2label=dict(enumerate(meta["labels"])), max_length=10,
+        base_dir=tmp_path, stride=2, window_pool="mean", text_pairs=True)))
+    pairs = paired.signatures["predict_text_pair"](text=tf.constant(texts[:4]), text_pair=tf.constant(texts[4:8]))
     np.testing.assert_allclose(pairs["probabilities"].numpy(), keras.predict(texts[:4], texts[4:8]), atol=1e-5)
     # predict_windows: the client's windows and each one's text index give the same answers
     rows, document = windows.window_rows(encode_batch(tokenizer, texts, None, 10, "head", stride=2))

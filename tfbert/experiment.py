@@ -330,7 +330,7 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
         serving_model, prepared.tokenizer, id2label=dict(enumerate(prepared.label_names)),
         max_length=data.max_length, base_dir=run.saved_model_base, truncation=data.truncation,
         weights_in_graph=context.export_weights == "constants", task=prepared.corpus.task, thresholds=thresholds,
-        stride=windows.stride_of(data), window_pool=data.window_pool,
+        stride=windows.stride_of(data), window_pool=data.window_pool, text_pairs=prepared.corpus.has_text_pair,
     )
     if not settings.export_tflite:
         return saved_model, None

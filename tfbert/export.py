@@ -12,8 +12,9 @@ Signatures (``metadata.json`` lists the ones an export has, with the reason when
                      TF Text ops, exactly as the Hugging Face tokenizer: WordPiece (fast BERT-family tokenizers;
                      RegexSplitWithOffsets, WordpieceTokenizeWithOffsets) or SentencePiece (slow XLM-R, CamemBERT,
                      ALBERT tokenizers; SentencepieceOp, SentencepieceTokenizeOp); see tfbert.graph_tokenizers.
-  predict_text_pair  text, text_pair: string [batch] -> the same outputs, for sentence-pair models. (A separate
-                     signature: TF Serving requires a row-format request to name every input of a signature.)
+  predict_text_pair  text, text_pair: string [batch] -> the same outputs, in the exports of models trained on
+                     text pairs (train.py leaves it out of the others). (A separate signature: TF Serving
+                     requires a row-format request to name every input of a signature.)
   predict_ids        input_ids, attention_mask, token_type_ids: int64 [batch, length] -> the same outputs. Always
                      there; the only signature when the tokenizer has no exact in-graph form (MeCab-based Japanese,
                      fast SentencePiece re-implementations, other kinds): clients tokenise with the tokenizer in
@@ -229,7 +230,7 @@ def _classifier_class():
 def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length: int, base_dir: str | Path,
                        truncation: str = "head", weights_in_graph: bool = True, task: str = "single_label",
                        thresholds: Optional[list[float]] = None, stride: Optional[int] = None,
-                       window_pool: str = "mean") -> Path:
+                       window_pool: str = "mean", text_pairs: bool = True) -> Path:
     """Write the next numbered version under ``base_dir`` atomically and return its folder.
 
     The version is written to a hidden folder in ``base_dir`` and renamed into place, so TF Serving
@@ -250,6 +251,9 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
             one answer per text, pooled in the graph from its windows' (``predict_text_pair`` too: the first text in
             every window); ``predict_windows`` takes windows tokenised by the client with each one's text index
             (``window_document``).
+        text_pairs: add ``predict_text_pair``. train.py asks for it only for a model trained on text pairs:
+            infer.py refuses pairs for any other, and that signature's graph (tokenising two texts) was 40 % of
+            the export's, loaded by every process that serves it (0.9 s of a MiniLM export's 2.4 s load).
 
     Example:
         >>> export_saved_model(model, tokenizer, id2label={0: "neg", 1: "pos"}, max_length=128,
@@ -290,7 +294,7 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         signatures = {"predict_ids": predict_ids.get_concrete_function()}
         described = {"predict_ids": {"inputs": ID_INPUTS, "outputs": OUTPUTS}}
         if stride is not None:
-            signatures.update(window_signatures(module, task, stride, window_pool, exact))
+            signatures.update(window_signatures(module, task, stride, window_pool, exact, text_pairs))
             described["predict_windows"] = {"inputs": {**ID_INPUTS, **WINDOW_INPUTS}, "outputs": OUTPUTS}
         elif exact:
             from tfbert.length_groups import in_length_groups
@@ -305,11 +309,13 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
                 return in_length_groups(module.classify, *module.encoder.encode(text, text_pair))
 
             signatures["serving_default"] = serve_text.get_concrete_function()
-            signatures["predict_text_pair"] = serve_text_pair.get_concrete_function()
+            if text_pairs:
+                signatures["predict_text_pair"] = serve_text_pair.get_concrete_function()
         if exact:
             described["serving_default"] = {"inputs": {"text": "string [batch]"}, "outputs": OUTPUTS}
-            described["predict_text_pair"] = {"inputs": {"text": "string [batch]", "text_pair": "string [batch]"},
-                                              "outputs": OUTPUTS}
+            if text_pairs:
+                described["predict_text_pair"] = {"inputs": {"text": "string [batch]",
+                                                             "text_pair": "string [batch]"}, "outputs": OUTPUTS}
         from tfbert.tokenizers import describe_tokenizer
 
         settings = ModelSettings(labels=labels, max_length=max_length, truncation=truncation,

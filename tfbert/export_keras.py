@@ -122,12 +122,13 @@ def keras_probabilities(model, encoded: dict, tokenizer, batch_size: int = 64):
 
 
 def export_saved_model_keras(model, tokenizer, *, id2label: dict[int, str], max_length: int, base_dir: str | Path,
-                             truncation: str = "head", weights_in_graph: bool = True) -> Path:
+                             truncation: str = "head", weights_in_graph: bool = True, text_pairs: bool = True) -> Path:
     """Write the next numbered SavedModel version of a Keras 3 classifier under ``base_dir``; return its folder.
 
     The same contract as tfbert.export.export_saved_model: serving_default(text), predict_text_pair(text,
-    text_pair) and predict_ids(input_ids, attention_mask, token_type_ids), each returning probabilities,
-    label_id, label and label_names; TF Serving's layout and warm-up requests; metadata in assets.extra.
+    text_pair; with ``text_pairs``) and predict_ids(input_ids, attention_mask, token_type_ids), each returning
+    probabilities, label_id, label and label_names; TF Serving's layout and warm-up requests; metadata in
+    assets.extra.
 
     Args:
         model: a classifier from tfbert.keras_backend.build_classifier or load.
@@ -151,7 +152,7 @@ def export_saved_model_keras(model, tokenizer, *, id2label: dict[int, str], max_
         raise TfbertError(f"--max_length {max_length}: the model has only {positions} positions; "
                           f"use --max_length {positions} or less")
     return export.export_saved_model(model, tokenizer, id2label=id2label, max_length=max_length, base_dir=base_dir,
-                                     truncation=truncation, weights_in_graph=weights_in_graph)
+                                     truncation=truncation, weights_in_graph=weights_in_graph, text_pairs=text_pairs)
 
 
 def export_tflite_keras(model, tokenizer, settings: ModelSettings, folder: str | Path, *,

@@ -184,11 +184,13 @@ def export(context, prepared, results) -> tuple[Optional[Path], Optional[dict]]:
     model_settings_of(context, prepared).write(staging)
     staging.rename(run.model_dir)
     weights_in_graph = context.export_weights == "constants"
+    text_pairs = prepared.corpus.has_text_pair  # predict_text_pair only for a model trained on pairs
     if keras.backend.backend() == "tensorflow":
-        saved_model = export_folder(run.model_dir, run.saved_model_base, context.export_policy, weights_in_graph)
+        saved_model = export_folder(run.model_dir, run.saved_model_base, context.export_policy, weights_in_graph,
+                                    text_pairs)
     else:  # the SavedModel traces the model in TensorFlow: Keras 3 on TensorFlow reads the same weights file
         saved_model = _export_in_tensorflow(run.model_dir, run.saved_model_base, context.export_policy,
-                                            weights_in_graph)
+                                            weights_in_graph, text_pairs)
     if not settings.export_tflite:
         return saved_model, None
     try:
@@ -199,7 +201,8 @@ def export(context, prepared, results) -> tuple[Optional[Path], Optional[dict]]:
         return saved_model, {"error": str(error)}
 
 
-def export_folder(model_dir: Path, base_dir: Path, policy: str = "float32", weights_in_graph: bool = True) -> Path:
+def export_folder(model_dir: Path, base_dir: Path, policy: str = "float32", weights_in_graph: bool = True,
+                  text_pairs: bool = True) -> Path:
     """The next SavedModel version under ``base_dir`` from a Keras 3 model folder (model/ of a run), rebuilt afresh
     in the export's precision ``policy`` as the transformers path does.
 
@@ -220,10 +223,11 @@ def export_folder(model_dir: Path, base_dir: Path, policy: str = "float32", weig
     return export_saved_model_keras(
         model, load_tokenizer(Path(model_dir), settings.word_tokenizer), id2label=dict(enumerate(settings.labels)),
         max_length=settings.max_length, base_dir=base_dir, truncation=settings.truncation,
-        weights_in_graph=weights_in_graph)
+        weights_in_graph=weights_in_graph, text_pairs=text_pairs)
 
 
-def _export_in_tensorflow(model_dir: Path, base_dir: Path, policy: str, weights_in_graph: bool) -> Path:
+def _export_in_tensorflow(model_dir: Path, base_dir: Path, policy: str, weights_in_graph: bool,
+                          text_pairs: bool) -> Path:
     """:func:`export_folder` in a child process whose Keras 3 runs on TensorFlow (this one's runs on JAX)."""
     import json
     import os
@@ -231,7 +235,7 @@ def _export_in_tensorflow(model_dir: Path, base_dir: Path, policy: str, weights_
 
     code = ("import json, sys; import tfbert; from tfbert.keras_training import export_folder; "
             "print(export_folder(*json.loads(sys.argv[1])))")
-    arguments = json.dumps([str(model_dir), str(base_dir), policy, weights_in_graph])
+    arguments = json.dumps([str(model_dir), str(base_dir), policy, weights_in_graph, text_pairs])
     completed = subprocess.run([sys.executable, "-c", code, arguments], capture_output=True, text=True,
                                env=dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=os.pathsep.join(
                                    filter(None, [str(Path(__file__).resolve().parents[1]),

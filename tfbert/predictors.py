@@ -133,6 +133,9 @@ class SavedModelPredictor:
 
         if self.tokenizer is None:
             if pairs is not None:
+                if "predict_text_pair" not in self.loaded.signatures:
+                    raise TfbertError(f"--text_pair: the SavedModel {self.path} has no predict_text_pair signature "
+                                      "(its model was trained on single texts); leave the pairs out")
                 out = self.loaded.signatures["predict_text_pair"](text=tf.constant(batch), text_pair=tf.constant(pairs))
             else:
                 out = self.loaded.signatures["serving_default"](text=tf.constant(batch))

@@ -195,13 +195,15 @@ def _columns_from_instances(instances: list, input_names: list[str]) -> dict[str
 def _default_signature(request: dict, loaded: LoadedModel) -> str:
     """serving_default, or predict_text_pair when the instances/inputs carry a text_pair (an extension of
     TF Serving, which needs "signature_name": "predict_text_pair" for that)."""
-    if "predict_text_pair" in loaded.signatures:
-        instances, inputs = request.get("instances"), request.get("inputs")
-        if isinstance(instances, list) and instances and isinstance(instances[0], dict) and "text_pair" in instances[0]:
-            return "predict_text_pair"
-        if isinstance(inputs, dict) and "text_pair" in inputs:
-            return "predict_text_pair"
-    return "serving_default"
+    instances, inputs = request.get("instances"), request.get("inputs")
+    carries_pairs = (isinstance(instances, list) and instances and isinstance(instances[0], dict)
+                     and "text_pair" in instances[0]) or (isinstance(inputs, dict) and "text_pair" in inputs)
+    if not carries_pairs:
+        return "serving_default"
+    if "predict_text_pair" not in loaded.signatures:
+        raise RequestError("text_pair: this model was trained on single texts (its export has no "
+                           "predict_text_pair signature); send text alone")
+    return "predict_text_pair"
 
 
 def parse_predict(body: bytes, loaded: LoadedModel, limits: ServerLimits) -> tuple[str, dict[str, list], str]:

@@ -202,11 +202,12 @@ def graph_pooled_logits(task: str, logits, document, n_documents, how: str = "me
     return tf.math.unsorted_segment_mean(scores, segments, n_documents)
 
 
-def window_signatures(module, task: str, stride: int, window_pool: str, text_in: bool) -> dict:
+def window_signatures(module, task: str, stride: int, window_pool: str, text_in: bool,
+                      text_pairs: bool = True) -> dict:
     """A windowed model's signatures: ``predict_windows`` (tokenised windows and their text index in, one answer
-    per text out) and, with in-graph tokenisation, ``serving_default`` and ``predict_text_pair`` (raw text in,
-    windows made in the graph). ``module`` is tfbert.export's classifier module (its ``logits``, ``outputs`` and
-    ``encoder``)."""
+    per text out) and, with in-graph tokenisation, ``serving_default`` and (with ``text_pairs``)
+    ``predict_text_pair`` (raw text in, windows made in the graph). ``module`` is tfbert.export's classifier
+    module (its ``logits``, ``outputs`` and ``encoder``)."""
     import tensorflow as tf
 
     from tfbert.length_groups import in_length_groups
@@ -240,5 +241,6 @@ def window_signatures(module, task: str, stride: int, window_pool: str, text_in:
     signatures = {"predict_windows": predict_windows.get_concrete_function()}
     if text_in:
         signatures["serving_default"] = serve_text.get_concrete_function()
-        signatures["predict_text_pair"] = serve_text_pair.get_concrete_function()
+        if text_pairs:
+            signatures["predict_text_pair"] = serve_text_pair.get_concrete_function()
     return signatures
