@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -132,11 +133,30 @@ def test_a_compact_export_is_served_without_tensorflow_with_the_saved_models_sig
     np.testing.assert_allclose([p["probabilities"] for p in answers["compact"]],
                                [p["probabilities"] for p in answers["saved_model"]], atol=0.01)
 
+    # Trained on single texts: neither export has predict_text_pair, and both servers say so alike.
     pairs = ["good", "", "bad item", "ok"]
-    status, body = call(f"{compact_url}/v1/models/demo:predict", json.dumps(
-        {"inputs": {"text": TEXTS, "text_pair": pairs}}).encode())
-    assert status == 200
-    np.testing.assert_allclose(body["outputs"]["probabilities"], TFLitePredictor(run / "compact").predict(TEXTS, pairs),
+    for url in (compact_url, full_url):
+        status, body = call(f"{url}/v1/models/demo:predict", json.dumps(
+            {"inputs": {"text": TEXTS, "text_pair": pairs}}).encode())
+        assert status == 400 and "text_pair: this model was trained on single texts" in body["error"], body
+
+
+@pytest.mark.slow
+def test_a_compact_export_of_a_model_trained_on_pairs_answers_pairs(compact_run, tmp_path):  # noqa: F811
+    from tfbert.compact_serving import CompactModel
+    from tfbert.predictors import TFLitePredictor
+
+    _, run = compact_run
+    assert "predict_text_pair" not in CompactModel(run / "compact").signatures  # its run trained on single texts
+    paired = tmp_path / "paired_run"  # the same export in a run folder whose record says it trained on pairs
+    shutil.copytree(run / "compact", paired / "compact")
+    config = json.loads((run / "config.json").read_text())
+    (paired / "config.json").write_text(json.dumps({**config, "data": {**config["data"], "text_pair": True}}))
+    model = CompactModel(paired / "compact")
+    assert set(model.signatures) == {"serving_default", "predict_text_pair", "predict_ids"}
+    pairs = ["good", "", "bad item", "ok"]
+    answers = model.run("predict_text_pair", {"text": TEXTS, "text_pair": pairs})
+    np.testing.assert_allclose(answers["probabilities"], TFLitePredictor(paired / "compact").predict(TEXTS, pairs),
                                atol=1e-6)
 
 

@@ -104,12 +104,15 @@ class CompactModel:
     """A compact export behind the interface of tfbert.serving.LoadedModel: signatures called with lists."""
 
     def __init__(self, path: Path):
+        from tfbert.inputs import trained_with_pairs
         from tfbert.predictors import TFLitePredictor
 
         self.path, self.version = Path(path), "1"
         self.predictor = TFLitePredictor(self.path)
         text = InputSpec("string", 1)
-        self.signatures = {"serving_default": {"text": text}, "predict_text_pair": {"text": text, "text_pair": text}}
+        self.signatures = {"serving_default": {"text": text}}
+        if trained_with_pairs(self.path) is not False:  # as the SavedModel of a model trained on single texts has none
+            self.signatures["predict_text_pair"] = {"text": text, "text_pair": text}
         if self.predictor.stride is None:  # windowed models take whole texts only (the SavedModel's predict_windows
             self.signatures["predict_ids"] = {key: InputSpec("int64", 2) for key in ID_COLUMNS}  # is not here)
         self.warmed_up = self._warm_up()
