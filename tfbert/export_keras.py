@@ -181,8 +181,8 @@ def export_tflite_keras(model, tokenizer, settings: ModelSettings, folder: str |
     with serving_rewrites(model, left_out=left_out_layers):
         traced = forward.get_concrete_function()
     # The converter freezes the variables it finds on the object it is handed. On the Keras 3 model it finds
-    # none of the tf.Variables its weights wrap, and kept them as resource variables, which dynamic-range
-    # quantisation leaves in float32; freezing them first into graph constants cost ~2.8 GiB of memory in the
+    # none of the tf.Variables its weights wrap and keeps them as resource variables, which dynamic-range
+    # quantisation leaves in float32; freezing them into graph constants first cost ~2.8 GiB of memory in the
     # conversion (MiniLM). Handed the tf.Variables themselves, it writes the same file (ops, int8 weights,
     # outputs) with ~0.4 GiB.
     variables = tf.Module()

@@ -198,7 +198,7 @@ def _default_signature(request: dict, loaded: LoadedModel) -> str:
     instances, inputs = request.get("instances"), request.get("inputs")
     carries_pairs = (isinstance(instances, list) and instances and isinstance(instances[0], dict)
                      and "text_pair" in instances[0]) or (isinstance(inputs, dict) and "text_pair" in inputs)
-    if not carries_pairs:
+    if not carries_pairs or "serving_default" not in loaded.signatures:  # no text signatures: predict_ids only
         return "serving_default"
     if "predict_text_pair" not in loaded.signatures:
         raise RequestError("text_pair: this model was trained on single texts (its export has no "
