@@ -202,8 +202,7 @@ def graph_pooled_logits(task: str, logits, document, n_documents, how: str = "me
     return tf.math.unsorted_segment_mean(scores, segments, n_documents)
 
 
-def window_signatures(module, task: str, stride: int, window_pool: str, text_in: bool,
-                      text_pairs: bool = True) -> dict:
+def window_signatures(module, task: str, stride: int, window_pool: str, text_in: bool, text_pairs: bool) -> dict:
     """A windowed model's signatures: ``predict_windows`` (tokenised windows and their text index in, one answer
     per text out) and, with in-graph tokenisation, ``serving_default`` and (with ``text_pairs``)
     ``predict_text_pair`` (raw text in, windows made in the graph). ``module`` is tfbert.export's classifier
