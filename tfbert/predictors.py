@@ -105,10 +105,11 @@ class SavedModelPredictor:
 
     def __init__(self, path: str | Path, batch_size: int = 64):
         import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (registers the tokenizer ops the graph uses)
 
+        from tfbert import runtime
         from tfbert.export import EXTRA, METADATA, resolve_version
 
+        runtime.load_text_ops()  # the tokenizer ops the graph uses
         self.path = resolve_version(path)
         self.batch_size = batch_size
         extra = self.path / EXTRA

@@ -5,6 +5,7 @@ Call :func:`prepare_process` before anything imports TensorFlow or transformers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -226,27 +227,65 @@ def is_startup_noise(line: str, gpu_present: bool) -> bool:
     return any(pattern in line for pattern in patterns)
 
 
-def import_tensorflow(verbose: bool = False):
+# What TensorFlow's __init__ imports eagerly from Keras (so that Keras optimizers are registered for SavedModels
+# that hold them). A process that only loads tfbert's exports needs none of it: ~0.7 s and ~100 MiB (tf-keras
+# imports pandas) of a one-text infer.py. Keras still loads in full when something asks for it.
+_KERAS_EAGER_IMPORTS = ("tf_keras.src.optimizers", "keras.src.optimizers")
+
+
+def import_tensorflow(verbose: bool = False, keras: bool = True):
     """Import TensorFlow and let it find its devices, keeping its C++ start-up notes off the terminal.
 
     While TensorFlow loads, file descriptor 2 goes to a buffer; afterwards every line of it except the
     known notes (:func:`is_startup_noise`) is written to stderr, so real errors still show. With ``verbose``,
-    nothing is held back. Later imports of TensorFlow are then free and silent.
+    nothing is held back. ``keras=False`` leaves out Keras' optimizers, which TensorFlow would import at once;
+    the first use of Keras imports them as usual. Later imports of TensorFlow are then free and silent.
 
     Example:
         >>> tf = import_tensorflow()
         >>> tf.constant(1).numpy()
         1
     """
-    if verbose or "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules:
         import tensorflow as tf
 
         return tf
-    with startup_noise_held_back():
-        import tensorflow as tf
+    held_back = [] if keras else [name for name in _KERAS_EAGER_IMPORTS if name not in sys.modules]
+    for name in held_back:
+        sys.modules[name] = None  # an ImportError for TensorFlow's __init__, which skips the import on one
+    try:
+        with contextlib.nullcontext() if verbose else startup_noise_held_back():
+            import tensorflow as tf
 
-        tf.config.list_physical_devices()  # the device search prints the cuInit line
+            tf.config.list_physical_devices()  # the device search prints the cuInit line
+    finally:
+        for name in held_back:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
     return tf
+
+
+def load_text_ops() -> None:
+    """Register TF Text's ops (those of the in-graph tokenizers) with TensorFlow, to load an export.
+
+    Loads the op libraries of the installed tensorflow-text without its Python API, which imports Keras
+    (:func:`import_tensorflow`); the same libraries ``import tensorflow_text`` loads, so both may follow.
+
+    Example:
+        >>> load_text_ops()  # doctest: +SKIP
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = None if "tensorflow_text" in sys.modules else importlib.util.find_spec("tensorflow_text")
+    if spec is None or not spec.submodule_search_locations:
+        import tensorflow_text  # noqa: F401  (imported already, or not installed: its own error)
+
+        return
+    import tensorflow as tf
+
+    for library in sorted(Path(spec.submodule_search_locations[0], "python", "ops").glob("_*.so")):
+        tf.load_op_library(str(library))
 
 
 # Up to this many texts (a judgement, not a measured crossing), a process that predicts once spends longer in

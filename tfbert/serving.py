@@ -56,10 +56,11 @@ class LoadedModel:
 
     def __init__(self, path: Path):
         import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (the tokenizer ops)
 
+        from tfbert import runtime
         from tfbert.export import resolve_version
 
+        runtime.load_text_ops()  # the tokenizer ops the graph uses
         self.path = resolve_version(path)
         self.version = self.path.name if self.path.name.isdigit() else "1"
         self.loaded = tf.saved_model.load(str(self.path))
