@@ -30,7 +30,7 @@ def test_bench_prints_one_json_object_consistent_with_its_run(tiny_model_dir, tm
     rows = make_rows(160)
     write_jsonl(tmp_path / "train.jsonl", rows[:120])
     write_jsonl(tmp_path / "test.jsonl", rows[120:])
-    report = run_bench(tmp_path, tiny_model_dir, "--max_length", "32")
+    report = run_bench(tmp_path, tiny_model_dir, "--max_length", "32", "--compact_layers", "auto")
     run = Path(report["run_dir"])
     try:
         metrics = json.loads((run / "metrics.json").read_text())

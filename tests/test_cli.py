@@ -43,7 +43,8 @@ def test_run_folder_is_complete(trained_run):
     for name in ("config.json", "log.csv", "metrics.json", "classification_report.txt", "errors.jsonl", "report.md",
                  "splits.json", "status.json", "predictions_test.jsonl", "predictions_validation.jsonl",
                  "model/tf_model.h5", "model/config.json", "model/tokenizer.json", "model/vocab.txt",
-                 "model/tfbert.json", "saved_model/1/saved_model.pb"):
+                 "model/tfbert.json", "saved_model/1/saved_model.pb",
+                 "compact/model_int8.tflite", "compact/tfbert.json"):  # --export_tflite auto
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
     plots = work / "plots" / run.relative_to(work / "output")
@@ -63,6 +64,7 @@ def test_config_records_settings_versions_and_data(trained_run):
     assert config["data"]["sizes"] == {"train": 240, "validation": 30, "test": 30}
     assert {"tensorflow", "transformers", "datasets", "tf-keras"} <= set(config["versions"])
     assert config["resolved"]["precision_policy"] == "float32"
+    assert config["resolved"]["compact_export"] is True  # --export_tflite auto
     splits = json.loads((trained_run["run"] / "splits.json").read_text())
     assert sorted(sum(splits["rows"].values(), [])) == list(range(300))
 
@@ -109,8 +111,16 @@ def test_infer_matches_the_model(trained_run):
     texts = ["great phone really good", "awful broken item", "この商品は最高です"]
     from tfbert.predictors import KerasPredictor
 
-    expected = KerasPredictor(run / "model").predict(texts)
-    for model_arg in ([], ["--model", str(run)], ["--model", str(run / "model")], ["--model", str(run / "saved_model")]):
+    from tfbert.model_choice import choose_export
+    from tfbert.predictors import load_predictor
+
+    model = KerasPredictor(run / "model").predict(texts)
+    choice = choose_export(run)  # a run folder answers from compact/ when it gives the model's labels
+    chosen = load_predictor(str(choice.path)).predict(texts)
+    assert choice.path == run / "compact"  # --export_tflite auto: it agreed with model/ on every test label
+    np.testing.assert_allclose(chosen, model, atol=0.01)  # int8 embeddings move probabilities by ~1e-3
+    for model_arg, expected in (([], chosen), (["--model", str(run)], chosen), (["--model", str(run / "model")], model),
+                                (["--model", str(run / "saved_model")], model)):
         completed = run_cli("infer.py", *texts, "--json", "--top_k", "3", *model_arg, cwd=work)
         assert completed.returncode == 0, completed.stderr[-3000:]
         answers = [json.loads(line) for line in completed.stdout.splitlines()]
@@ -275,10 +285,13 @@ def test_headerless_tsv_trains_with_columns_and_max_samples(tiny_model_dir, tmp_
     (tmp_path / "train.tsv").write_text("".join(f"{r['text']}\t{r['label']}\t\n" for r in rows), encoding="utf-8")
     completed = run_cli("train.py", "--train_file", "train.tsv", "--columns", "text,label", "--model_name",
                         str(tiny_model_dir), "--epochs", "1", "--max_length", "32", "--precision", "float32",
-                        "--max_train_samples", "60", "--max_eval_samples", "9", "--quiet", cwd=tmp_path)
+                        "--max_train_samples", "60", "--max_eval_samples", "9", "--export_tflite", "off", "--quiet",
+                        cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert not [line for line in completed.stderr.splitlines() if any(n in line for n in STARTUP_NOISE)]
-    config = json.loads(next((tmp_path / "output" / "train").glob("*/*/config.json")).read_text())
+    run = next((tmp_path / "output" / "train").glob("*/*"))
+    assert not (run / "compact").exists() and "compact" not in json.loads((run / "metrics.json").read_text())
+    config = json.loads((run / "config.json").read_text())
     assert config["labels"] == ["neg", "neu", "pos"]
     assert config["data"]["sizes"] == {"train": 60, "validation": 9, "test": 9}
     settings = config["settings"]["data"]

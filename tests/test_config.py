@@ -70,10 +70,26 @@ def test_new_performance_flags_are_checked():
             parse_train_args(flags)
 
 
+@pytest.mark.parametrize("flags, given, jax_run, tensorflow_run", [
+    ([], "auto", False, True),
+    (["--export_tflite"], "on", True, True),  # a bare switch, as before it took a value
+    (["--export_tflite", "off"], "off", False, False),
+    (["--export-tflite", "on", "--epochs", "1"], "on", True, True),
+])
+def test_the_compact_export_is_on_by_default_except_on_jax(flags, given, jax_run, tensorflow_run):
+    from tfbert.runtime import resolve_compact_export
+
+    requested = parse_train_args(flags).training.export_tflite
+    assert requested == given
+    assert (resolve_compact_export(requested, "jax"), resolve_compact_export(requested)) == (jax_run, tensorflow_run)
+    # config.json of runs from before auto recorded a switch
+    assert (resolve_compact_export(True, "tensorflow"), resolve_compact_export(False, "tensorflow")) == (True, False)
+
+
 def test_compact_layer_flags():
     config = parse_train_args(["--compact_layers", "all", "--compact_max_f1_drop", "0.01"])
     assert (config.training.compact_layers, config.training.compact_max_f1_drop) == ("all", 0.01)
-    assert parse_train_args([]).training.compact_layers == "auto"
+    assert parse_train_args([]).training.compact_layers == "all"
     for value in ("-0.1", "1"):
         with pytest.raises(TfbertError, match="--compact_max_f1_drop must be in"):
             parse_train_args(["--compact_max_f1_drop", value])

@@ -87,6 +87,8 @@ def test_auto_follows_the_benchmark_switch(bert_dir, monkeypatch):
     (["--backend", "keras", "--resume", "auto"], "--resume works with --backend transformers only"),
     (["--backend", "keras", "--save_every", "5"], "--save_every works with --backend transformers only"),
     (["--keras_backend", "jax"], "--keras_backend jax needs --backend keras"),
+    (["--backend", "keras", "--keras_backend", "jax", "--export_tflite"], "--export_tflite needs --keras_backend "
+     "tensorflow"),
 ])
 def test_flags_the_keras_backend_cannot_honour_are_refused(args, message):
     with pytest.raises(TfbertError, match=message):
@@ -406,7 +408,9 @@ def test_train_py_on_jax(bert_dir, tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert completed.returncode == 0, completed.stderr[-3000:]
     run = tmp_path / json.loads(completed.stdout.splitlines()[-1])["run_dir"]
-    assert json.loads((run / "config.json").read_text())["settings"]["model"]["keras_backend"] == "jax"
+    config = json.loads((run / "config.json").read_text())
+    assert config["settings"]["model"]["keras_backend"] == "jax"
+    assert config["resolved"]["compact_export"] is False and not (run / "compact").exists()  # auto: not on JAX
     predictions = [json.loads(line) for line in (run / "predictions_test.jsonl").read_text().splitlines()]
     probabilities = SavedModelPredictor(run / "saved_model").predict([rows[p["row_id"]]["text"] for p in predictions])
     np.testing.assert_allclose(probabilities, [p["probabilities"] for p in predictions], atol=1e-5)

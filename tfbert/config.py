@@ -197,18 +197,20 @@ class TrainingConfig:
         default="auto",
         meta={"choices": ["auto", "constants", "variables"]},
     )
-    export_tflite: bool = setting(
-        "also write compact/model_int8.tflite (TFLite with dynamic-range int8 weights, run by LiteRT; the model's "
-        "thresholds and windows) and record its test macro-F1 (Pearson r for regression) beside the model's",
-        default=False,
+    export_tflite: str = setting(
+        "also write compact/model_int8.tflite (TFLite with dynamic-range int8 weights, run by LiteRT without "
+        "TensorFlow; the model's thresholds and windows), which infer.py answers from when it gives the model's "
+        "labels, and record its test macro-F1 (Pearson r for regression) beside the model's; auto: on, except with "
+        "--keras_backend jax; a bare --export_tflite is on",
+        default="auto",
+        meta={"choices": ["auto", "on", "off"], "nargs": "?", "const": "on"},
     )
     compact_layers: str = setting(
-        "encoder layers of the compact export; auto: leave layers out one at a time, the least harmful first, "
-        "while the float32 model's validation macro-F1 (Pearson r for regression) stays within "
-        "--compact_max_f1_drop of the full model's; "
-        "all: keep every layer",
-        default="auto",
-        meta={"choices": ["auto", "all"]},
+        "encoder layers of the compact export; all: keep every layer; auto: leave layers out one at a time, the "
+        "least harmful first, while the float32 model's validation macro-F1 (Pearson r for regression) stays within "
+        "--compact_max_f1_drop of the full model's (a search that takes longer than the conversion)",
+        default="all",
+        meta={"choices": ["all", "auto"]},
     )
     compact_max_f1_drop: float = setting(
         "validation macro-F1 (Pearson r for regression) that --compact_layers auto may give up for speed",

@@ -67,6 +67,7 @@ class RunContext:
     policy: str  # the training precision policy
     export_policy: str
     export_weights: str  # constants or variables
+    compact_export: bool  # --export_tflite resolved
     fused: bool
     strategy: Any
     pad_multiple: int
@@ -119,7 +120,12 @@ def _run_steps(context: RunContext, prepared: Prepared) -> dict:
     if context.scratch:  # a non-chief worker: it trained and predicted with the others; the chief writes the rest
         return distribution.finish_worker(context.strategy, context.scratch, results.fitted, results.evaluations)
     results.figures = _draw_figures(context, prepared, results)
-    results.saved_model, results.compact = _export(context, prepared, results)
+    results.saved_model = _export(context, prepared, results)
+    if context.compact_export:  # from either backend's model/, with the SavedModel written
+        from tfbert.layer_drop import export_compact
+
+        results.compact = export_compact(context.run, prepared, context.config,
+                                         model_test=results.evaluations["test"].metrics)
     return _finish(context, prepared, results)
 
 
@@ -169,6 +175,7 @@ def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
         config=config, run=run, policy=policy, fused=fused, strategy=strategy, report=report, scratch=scratch,
         backed_up=resume.cluster_run_dir(config, prepared.corpus) if scratch else run.path, export_policy=export_policy,
         export_weights=runtime.resolve_export_weights(settings.export_weights, export_policy),
+        compact_export=runtime.resolve_compact_export(settings.export_tflite, config.model.keras_backend),
         pad_multiple=settings.pad_to_multiple_of or (16 if settings.xla else DEFAULT_PAD_MULTIPLE),
     )
 
@@ -189,6 +196,7 @@ def _write_config(context: RunContext, prepared: Prepared) -> None:
             "precision_policy": context.policy,
             "fused_ops": context.fused,
             "export_precision_policy": context.export_policy, "export_weights": context.export_weights,
+            "compact_export": context.compact_export,
             "pad_to_multiple_of": context.pad_multiple,
             **distribution.describe(strategy),
             "devices": [d.name for d in tf.config.list_logical_devices()],
@@ -298,18 +306,17 @@ def _draw_figures(context: RunContext, prepared: Prepared, results: Results) -> 
     return figures
 
 
-def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[Path, Optional[dict]]:
-    """The save_pretrained folder (renamed into place whole), the SavedModel for TF Serving, and with
-    --export_tflite the compact export; return the SavedModel's path and metrics.json's compact entry."""
+def _export(context: RunContext, prepared: Prepared, results: Results) -> Path:
+    """The save_pretrained folder (renamed into place whole) and the SavedModel for TF Serving; return the
+    SavedModel's path."""
     from tfbert import fused_ops, modeling, runtime
     from tfbert.export import export_saved_model
-    from tfbert.layer_drop import export_compact
     from tfbert.model_settings import ModelSettings
 
     if prepared.backend.is_keras:
         return keras_training.export(context, prepared, results)
     config, run = context.config, context.run
-    data, settings, model_settings = config.data, config.training, config.model
+    data, model_settings = config.data, config.model
     staging = run.path / "model.partial"
     thresholds = tasks.thresholds_of(results.evaluations["validation"].metrics, prepared.label_names)  # multi-label
     modeling.save_classifier(results.model, prepared.tokenizer, staging, ModelSettings(
@@ -326,19 +333,12 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> tuple[
     runtime.set_precision(context.export_policy)
     serving_model = modeling.load_classifier(run.model_dir)
     logger.info("serving rewrites: %s", fused_ops.fuse(serving_model, for_serving=True))
-    saved_model = export_saved_model(
+    return export_saved_model(
         serving_model, prepared.tokenizer, id2label=dict(enumerate(prepared.label_names)),
         max_length=data.max_length, base_dir=run.saved_model_base, truncation=data.truncation,
         weights_in_graph=context.export_weights == "constants", task=prepared.corpus.task, thresholds=thresholds,
         stride=windows.stride_of(data), window_pool=data.window_pool, text_pairs=prepared.corpus.has_text_pair,
     )
-    if not settings.export_tflite:
-        return saved_model, None
-    try:
-        return saved_model, export_compact(run, prepared, config, model_test=results.evaluations["test"].metrics)
-    except TfbertError as error:  # the model and the SavedModel are written: keep the run
-        logger.warning("no compact export: %s", error)
-        return saved_model, {"error": str(error)}
 
 
 def _finish(context: RunContext, prepared: Prepared, results: Results) -> dict:
@@ -383,9 +383,8 @@ def _metrics(context: RunContext, prepared: Prepared, results: Results) -> dict:
         "precision_policy": context.policy,
         "peak_rss_mib_training": results.peak_rss_mib_training,
         "total_seconds": round(time.time() - context.started, 2),
+        **({"compact": results.compact} if results.compact else {}),
     }
-    if results.compact:
-        metrics["compact"] = results.compact
     metrics["data_checks"] = prepared.checks.to_dict()
     metrics["warnings"] = list(prepared.checks.warnings)
     metrics["parameters"] = int(results.model.count_params())

@@ -168,16 +168,14 @@ def model_settings_of(context, prepared):
     )
 
 
-def export(context, prepared, results) -> tuple[Optional[Path], Optional[dict]]:
-    """experiment's export step for a Keras 3 run: model/ (renamed into place whole), then the SavedModel.
-
-    Returns the SavedModel's folder and metrics.json's compact entry (None without --export_tflite).
-    """
+def export(context, prepared, results) -> Path:
+    """experiment's export step for a Keras 3 run: model/ (renamed into place whole), then the SavedModel; returns
+    the SavedModel's folder."""
     import keras
 
-    from tfbert import keras_backend, layer_drop
+    from tfbert import keras_backend
 
-    run, settings = context.run, context.config.training
+    run = context.run
     staging = run.path / "model.partial"
     keras_backend.save(results.model, staging)
     prepared.tokenizer.save_pretrained(staging)
@@ -191,14 +189,7 @@ def export(context, prepared, results) -> tuple[Optional[Path], Optional[dict]]:
     else:  # the SavedModel traces the model in TensorFlow: Keras 3 on TensorFlow reads the same weights file
         saved_model = _export_in_tensorflow(run.model_dir, run.saved_model_base, context.export_policy,
                                             weights_in_graph, text_pairs)
-    if not settings.export_tflite:
-        return saved_model, None
-    try:
-        return saved_model, layer_drop.export_compact(  # the layer search and TFLite, as for transformers' model
-            run, prepared, context.config, model_test=results.evaluations["test"].metrics)
-    except TfbertError as error:  # the model and the SavedModel are written: keep the run
-        logger.warning("no compact export: %s", error)
-        return saved_model, {"error": str(error)}
+    return saved_model
 
 
 def export_folder(model_dir: Path, base_dir: Path, policy: str = "float32", weights_in_graph: bool = True,
