@@ -65,6 +65,10 @@ def test_config_records_settings_versions_and_data(trained_run):
     assert {"tensorflow", "transformers", "datasets", "tf-keras"} <= set(config["versions"])
     assert config["resolved"]["precision_policy"] == "float32"
     assert config["resolved"]["compact_export"] is True  # --export_tflite auto
+    from tfbert.model_settings import find_settings
+
+    run = trained_run["run"]  # every folder of the model records that it reads single texts
+    assert [find_settings(run / folder).text_pairs for folder in ("model", "saved_model", "compact")] == [False] * 3
     splits = json.loads((trained_run["run"] / "splits.json").read_text())
     assert sorted(sum(splits["rows"].values(), [])) == list(range(300))
 
@@ -115,9 +119,9 @@ def test_infer_matches_the_model(trained_run):
     from tfbert.predictors import load_predictor
 
     model = KerasPredictor(run / "model").predict(texts)
-    choice = choose_export(run)  # a run folder answers from compact/ when it gives the model's labels
+    choice = choose_export(run)  # compact/ when it gives the model's labels, else saved_model/
+    assert choice.kind in ("compact", "saved_model"), choice.reason
     chosen = load_predictor(str(choice.path)).predict(texts)
-    assert choice.path == run / "compact"  # --export_tflite auto: it agreed with model/ on every test label
     np.testing.assert_allclose(chosen, model, atol=0.01)  # int8 embeddings move probabilities by ~1e-3
     for model_arg, expected in (([], chosen), (["--model", str(run)], chosen), (["--model", str(run / "model")], model),
                                 (["--model", str(run / "saved_model")], model)):
@@ -271,6 +275,8 @@ def test_a_model_trained_on_pairs_exports_the_pair_signature_and_answers_pairs(t
     saved_model = run / "saved_model" / "1"
     metadata = json.loads((saved_model / "assets.extra" / "tfbert" / "metadata.json").read_text(encoding="utf-8"))
     assert set(metadata["signatures"]) == {"serving_default", "predict_ids", "predict_text_pair"}
+    assert metadata["text_pairs"] is True  # and the model's and the compact export's settings say so too
+    assert [json.loads((run / f / "tfbert.json").read_text())["text_pairs"] for f in ("model", "compact")] == [True] * 2
     answered = run_cli("infer.py", "great phone", "--text_pair", "awful item", "--json", "--model", str(saved_model),
                        cwd=tmp_path)
     assert answered.returncode == 0, answered.stderr[-3000:]

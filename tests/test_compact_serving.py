@@ -142,22 +142,35 @@ def test_a_compact_export_is_served_without_tensorflow_with_the_saved_models_sig
 
 
 @pytest.mark.slow
-def test_a_compact_export_of_a_model_trained_on_pairs_answers_pairs(compact_run, tmp_path):  # noqa: F811
+def test_a_compact_export_offers_pairs_as_its_record_says_wherever_it_is_copied(compact_run, tmp_path):  # noqa: F811
     from tfbert.compact_serving import CompactModel
+    from tfbert.inputs import check_pairs
     from tfbert.predictors import TFLitePredictor
 
     _, run = compact_run
-    assert "predict_text_pair" not in CompactModel(run / "compact").signatures  # its run trained on single texts
-    paired = tmp_path / "paired_run"  # the same export in a run folder whose record says it trained on pairs
-    shutil.copytree(run / "compact", paired / "compact")
-    config = json.loads((run / "config.json").read_text())
-    (paired / "config.json").write_text(json.dumps({**config, "data": {**config["data"], "text_pair": True}}))
-    model = CompactModel(paired / "compact")
+    settings = json.loads((run / "compact" / "tfbert.json").read_text())
+    assert settings["text_pairs"] is False  # its run trained on single texts
+    deployed = tmp_path / "deployed"  # copied away from its run, which recorded it in config.json only before
+    shutil.copytree(run / "compact", deployed)
+    assert "predict_text_pair" not in CompactModel(deployed).signatures
+    with pytest.raises(TfbertError, match="was trained on single texts"):
+        check_pairs(deployed, ["a second text"])
+
+    paired = tmp_path / "paired"  # the same file recorded as a model of pairs
+    shutil.copytree(run / "compact", paired)
+    (paired / "tfbert.json").write_text(json.dumps({**settings, "text_pairs": True}))
+    model = CompactModel(paired)
     assert set(model.signatures) == {"serving_default", "predict_text_pair", "predict_ids"}
     pairs = ["good", "", "bad item", "ok"]
     answers = model.run("predict_text_pair", {"text": TEXTS, "text_pair": pairs})
-    np.testing.assert_allclose(answers["probabilities"], TFLitePredictor(paired / "compact").predict(TEXTS, pairs),
-                               atol=1e-6)
+    np.testing.assert_allclose(answers["probabilities"], TFLitePredictor(paired).predict(TEXTS, pairs), atol=1e-6)
+
+    older = tmp_path / "older_run"  # a folder written before the record: its run's config.json says
+    shutil.copytree(run / "compact", older / "compact")
+    (older / "compact" / "tfbert.json").write_text(json.dumps({k: v for k, v in settings.items() if k != "text_pairs"}))
+    config = json.loads((run / "config.json").read_text())
+    (older / "config.json").write_text(json.dumps({**config, "data": {**config["data"], "text_pair": True}}))
+    assert "predict_text_pair" in CompactModel(older / "compact").signatures
 
 
 @pytest.mark.slow

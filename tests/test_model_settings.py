@@ -26,3 +26,23 @@ def test_files_written_before_the_schema_still_read(tmp_path):
                 "signatures": {"predict_ids": {}}, "version": 3, "uses_token_type_ids": False}
     settings = ModelSettings.from_json(metadata)
     assert (settings.labels, settings.uses_token_type_ids, settings.left_out_layers) == (["a", "b"], False, [])
+
+
+def test_find_settings_reads_each_folder_kind(tmp_path):
+    from tfbert.model_settings import EXPORT_METADATA, find_settings
+
+    run = tmp_path / "run"
+    ModelSettings(labels=["a", "b"], text_pairs=True).write(run / "model")
+    ModelSettings(labels=["a", "b"], left_out_layers=[3], text_pairs=True).write(run / "compact", format="tflite")
+    for version, max_length in (("1", 16), ("2", 32), ("10", 64)):
+        ModelSettings(labels=["a", "b"], max_length=max_length, text_pairs=False).write(
+            run / "saved_model" / version / EXPORT_METADATA.parent, EXPORT_METADATA.name, signatures={})
+    assert find_settings(run).labels == ["a", "b"] and find_settings(run).text_pairs is True  # model/
+    assert find_settings(run / "model").text_pairs is True
+    assert find_settings(run / "compact").left_out_layers == [3]
+    assert find_settings(run / "saved_model").max_length == 64  # the newest version, by number
+    assert find_settings(run / "saved_model" / "2").max_length == 32
+    assert find_settings(tmp_path / "nothing") is None and find_settings(tmp_path) is None
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "tfbert.json").write_text('{"labels": ["x"]}')
+    assert find_settings(tmp_path / "old").text_pairs is None  # written before the record

@@ -324,7 +324,7 @@ def _export(context: RunContext, prepared: Prepared, results: Results) -> Path:
         word_tokenizer=model_settings.word_tokenizer,
         uses_token_type_ids="token_type_ids" in prepared.tokenizer.model_input_names,
         head_hidden_size=model_settings.head_hidden_size if model_settings.freeze_encoder else 0,
-        task=prepared.corpus.task, thresholds=thresholds,
+        task=prepared.corpus.task, thresholds=thresholds, text_pairs=prepared.corpus.has_text_pair,
         long_text=data.long_text, stride=data.stride, window_pool=data.window_pool,
     ))
     staging.rename(run.model_dir)

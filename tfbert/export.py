@@ -45,14 +45,13 @@ import numpy as np
 from tfbert import fused_ops
 from tfbert.errors import TfbertError
 from tfbert.graph_tokenizers import in_graph_tokenization, text_encoder
-from tfbert.model_settings import ModelSettings
+from tfbert.model_settings import EXPORT_METADATA, ModelSettings
 from tfbert.task_export import describe, task_module_class
 from tfbert.windows import WINDOW_INPUTS, window_signatures
 
 logger = logging.getLogger(__name__)
 
-EXTRA = Path("assets.extra") / "tfbert"
-METADATA = "metadata.json"
+EXTRA, METADATA = EXPORT_METADATA.parent, EXPORT_METADATA.name
 OUTPUTS = {
     "probabilities": "float32 [batch, classes]: softmax over the labels, in float32",
     "label_id": "int64 [batch]: index of the most probable label",
@@ -320,7 +319,7 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
 
         settings = ModelSettings(labels=labels, max_length=max_length, truncation=truncation,
                                  uses_token_type_ids=uses_token_types, task=task, thresholds=thresholds,
-                                 long_text="truncate" if stride is None else "window",
+                                 text_pairs=text_pairs, long_text="truncate" if stride is None else "window",
                                  **({} if stride is None else {"stride": stride, "window_pool": window_pool}))
         described = describe(described, task)
         export_only = {  # what this export adds to the settings every model folder records

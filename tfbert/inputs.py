@@ -99,8 +99,14 @@ def _read_table(file: Path, path: str, text_column: str, pair_column: Optional[s
 
 
 def trained_with_pairs(model_path: Path) -> Optional[bool]:
-    """Whether the run that made ``model_path`` (its folder, model/, saved_model/<v>/ or compact/) trained on
-    text pairs, from its config.json; None when no run record says."""
+    """Whether the model at ``model_path`` (a run folder, model/, saved_model/[<v>/] or compact/, also copied away
+    from its run) reads text pairs: from its recorded settings, else from its run's config.json (folders written
+    before the settings recorded it); None when neither says."""
+    from tfbert.model_settings import find_settings
+
+    recorded = find_settings(model_path) if model_path.is_dir() else None
+    if recorded is not None and recorded.text_pairs is not None:
+        return recorded.text_pairs
     for folder in (model_path, *list(model_path.resolve().parents)[:3]):
         record = folder / "config.json"
         try:

@@ -165,6 +165,7 @@ def model_settings_of(context, prepared):
         word_tokenizer=model_settings.word_tokenizer, backend="keras",
         uses_token_type_ids="token_type_ids" in prepared.tokenizer.model_input_names,
         head_hidden_size=model_settings.head_hidden_size if model_settings.freeze_encoder else 0,
+        text_pairs=prepared.corpus.has_text_pair,
     )
 
 

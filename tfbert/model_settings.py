@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 SETTINGS_FILE = "tfbert.json"
+EXPORT_METADATA = Path("assets.extra") / "tfbert" / "metadata.json"  # in a SavedModel version folder
 
 
 @dataclass
@@ -45,6 +46,8 @@ class ModelSettings:
         thresholds: a multi-label model's decision threshold per label, in label order.
         long_text, stride, window_pool: truncate, or window: texts over max_length read in windows sharing ``stride``
             tokens, one answer pooled from theirs by ``window_pool`` (tfbert.windows).
+        text_pairs: whether the model reads a second text per example (trained with --text_pair_column); None where
+            it is not recorded (folders written before 2026-12-07: their run's config.json says).
     """
 
     labels: list[str] = field(default_factory=list)
@@ -60,6 +63,7 @@ class ModelSettings:
     long_text: str = "truncate"
     stride: int = 64
     window_pool: str = "mean"
+    text_pairs: Optional[bool] = None
 
     def to_json(self, **extra: Any) -> dict:
         """The settings as a JSON object, followed by ``extra`` keys (what one kind of file adds).
@@ -103,3 +107,21 @@ class ModelSettings:
         """
         path = Path(folder) / name
         return cls.from_json(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else cls()
+
+
+def find_settings(path: str | Path) -> Optional[ModelSettings]:
+    """The settings recorded for ``path``: a run folder (its model/), a model or compact folder, a SavedModel version
+    or base path (its newest version); None when none is recorded there.
+
+    Example:
+        >>> find_settings("output/run/compact").text_pairs  # doctest: +SKIP
+        False
+    """
+    path = Path(path)
+    versions = sorted((child for child in path.iterdir() if child.name.isdigit()), key=lambda child: int(child.name),
+                      reverse=True) if path.is_dir() else []
+    for candidate in (path / SETTINGS_FILE, path / "model" / SETTINGS_FILE, path / EXPORT_METADATA,
+                      *(version / EXPORT_METADATA for version in versions[:1])):
+        if candidate.is_file():
+            return ModelSettings.from_json(json.loads(candidate.read_text(encoding="utf-8")))
+    return None
