@@ -43,12 +43,39 @@ def test_fuse_replaces_exact_gelu_and_dropout_and_keeps_the_outputs(tiny_model_d
     inputs = {"input_ids": tf.constant([[2, 10, 11, 12, 3]]), "attention_mask": tf.ones([1, 5], tf.int32)}
     before = model(inputs, training=False).logits.numpy()
     counts = fuse(model)
-    # 2 layers: one intermediate GELU each; dropout: embeddings + 3 per layer + classifier = 8
-    assert counts == {"gelu": 2, "dropout": 8, "dense": 0, "first_token_layer": 0}
+    # 2 layers: one intermediate GELU each; dropout: embeddings + 3 per layer + classifier = 8; the last layer
+    assert counts == {"gelu": 2, "dropout": 8, "dense": 0, "first_token_layer": 1}
     np.testing.assert_allclose(model(inputs, training=False).logits, before, atol=1e-5)
     assert fuse(model) == {"gelu": 0, "dropout": 0, "dense": 0, "first_token_layer": 0}  # idempotent
     a, b = (model(inputs, training=True).logits.numpy() for _ in range(2))
     assert not np.allclose(a, b)  # dropout is active in training
+
+
+def test_the_first_token_last_layer_trains_on_the_same_loss_and_gradients(tiny_model_dir):
+    import tensorflow as tf
+
+    from tfbert.fused_ops import fuse
+    from tfbert.modeling import load_for_training
+
+    model = load_for_training(tiny_model_dir, ["a", "b", "c"])
+    batch = {"input_ids": tf.constant([[2, 10, 11, 12, 3], [2, 12, 3, 0, 0], [2, 14, 15, 16, 3]]),
+             "attention_mask": tf.constant([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])}
+    labels = tf.constant([0, 2, 1])
+
+    def loss_and_gradients():
+        with tf.GradientTape() as tape:  # dropout off: the same function twice
+            logits = model(batch, training=False).logits
+            loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        return loss.numpy(), [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+    loss, gradients = loss_and_gradients()
+    assert fuse(model)["first_token_layer"] == 1 and model.bert.encoder.layer[-1].computes_first_token_only
+    fused_loss, fused_gradients = loss_and_gradients()
+    assert fused_loss == pytest.approx(loss, abs=1e-6)
+    assert len(fused_gradients) == len(gradients) == len(model.trainable_variables)
+    for variable, fused, original in zip(model.trainable_variables, fused_gradients, gradients):
+        assert np.abs(original).max() > 0, variable.name  # every weight takes part, the last layer's too
+        np.testing.assert_allclose(fused, original, atol=1e-6, err_msg=variable.name)
 
 
 @pytest.mark.slow

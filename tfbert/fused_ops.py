@@ -19,10 +19,11 @@ into its Dense, so that oneDNN computes MatMul, bias and GELU as one kernel. In 
 bfloat16 MiniLM forward pass on 2 cores this took a batch [32, 64] from 124 to 106 ms.
 
 A sequence classifier reads one token's final state ([CLS]: BERT's pooler, RoBERTa's and ELECTRA's
-heads), so for serving the last encoder layer computes only that row: its attention takes queries
-from the first token and keys and values from all (the library's own cross-attention path), and its
-feed-forward block runs on one row per example instead of one per token, about a seventh of
-MiniLM's multiply-adds. The rewrite is kept only where the logits stay the same on a probe batch.
+heads), so the last encoder layer computes only that row: its attention takes queries from the first
+token and keys and values from all (the library's own cross-attention path), and its feed-forward
+block runs on one row per example instead of one per token, about a seventh of MiniLM's multiply-adds.
+In training too: no other row of the last layer reaches the loss, so the loss and every gradient are the
+same functions. The rewrite is kept only where the logits stay the same on a probe batch.
 
 Example:
     >>> counts = fuse(model)  # doctest: +SKIP
@@ -288,10 +289,10 @@ def last_layer_for_first_token(model) -> bool:
 def fuse(model, for_serving: bool = False) -> dict[str, int]:
     """Replace, in place, the exact-GELU activations and the dropout layers of ``model``; return the counts.
 
-    ``for_serving`` uses no XLA and leaves dropout, which inference skips: Dense layers become
+    The last encoder layer computes the first token only (:func:`last_layer_for_first_token`), for training as
+    for serving. ``for_serving`` uses no XLA and leaves dropout, which inference skips: Dense layers become
     :class:`FlatDense`, feed-forward GELUs move into their Dense (:func:`gelu_in_dense`) and any other
-    exact GELU becomes :func:`gelu_for_serving`, and the last encoder layer computes the first token only
-    (:func:`last_layer_for_first_token`).
+    exact GELU becomes :func:`gelu_for_serving`.
     Weights, layer names and checkpoints are unchanged; other activations (gelu_new, relu...) stay.
     """
     import tensorflow as tf
@@ -314,7 +315,7 @@ def fuse(model, for_serving: bool = False) -> dict[str, int]:
         if not for_serving and type(layer) is tf.keras.layers.Dropout and layer.noise_shape is None:
             set_layer_class(layer, _fused_dropout_class())
             counts["dropout"] += 1
-    counts["first_token_layer"] = int(for_serving and last_layer_for_first_token(model))
+    counts["first_token_layer"] = int(last_layer_for_first_token(model))
     return counts
 
 
