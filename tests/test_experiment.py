@@ -185,12 +185,12 @@ def test_checkpoints_stay_after_a_failure_or_when_kept(tiny_model_dir, tmp_path,
     def export(context, prepared, results):
         if outcome == "failed":
             raise RuntimeError("disk full")
-        return context.run.saved_model_base / "1", None
+        return context.run.saved_model_base / "1"
 
     monkeypatch.setattr(experiment, "_export", export)
     write_jsonl(tmp_path / "reviews.jsonl", _unique_rows(60))
-    config = _config(tmp_path, tiny_model_dir, "--train_file", str(tmp_path / "reviews.jsonl"),
-                     *(["--keep_checkpoints"] if outcome == "kept" else []))
+    config = _config(tmp_path, tiny_model_dir, "--train_file", str(tmp_path / "reviews.jsonl"), "--export_tflite",
+                     "off", *(["--keep_checkpoints"] if outcome == "kept" else []))  # no model/ to convert
     if outcome == "failed":
         with pytest.raises(RuntimeError, match="disk full"):
             experiment.train(config, report=lambda line: None)

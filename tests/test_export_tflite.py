@@ -69,6 +69,7 @@ def test_train_with_export_tflite_records_the_f1_and_infer_uses_it(tiny_model_di
     write_jsonl(tmp_path / "reviews.jsonl", rows)
     completed = run_cli("train.py", "--train_file", "reviews.jsonl", "--model_name", str(tiny_model_dir),
                         "--epochs", "2", "--max_length", "32", "--precision", "float32", "--export_tflite",
+                        "--compact_layers", "auto",  # the layer search (the default keeps every layer)
                         "--compact_max_f1_drop", "0.1",  # 12 validation examples resolve 0.1, not the default 0.005
                         "--export_weights", "variables", "--quiet", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]

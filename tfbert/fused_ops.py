@@ -263,6 +263,8 @@ def last_layer_for_first_token(model) -> bool:
 
     from tfbert.modeling import encoder_layer
 
+    if not hasattr(model, "base_model_prefix"):  # not one of transformers' models: no encoder layers to find
+        return False
     layers = getattr(getattr(encoder_layer(model), "encoder", None), "layer", None)
     if not layers:
         return False
