@@ -37,6 +37,8 @@ def test_find_settings_reads_each_folder_kind(tmp_path):
     for version, max_length in (("1", 16), ("2", 32), ("10", 64)):
         ModelSettings(labels=["a", "b"], max_length=max_length, text_pairs=False).write(
             run / "saved_model" / version / EXPORT_METADATA.parent, EXPORT_METADATA.name, signatures={})
+        (run / "saved_model" / version / "saved_model.pb").write_bytes(b"")  # what makes it a version
+    ModelSettings(max_length=128).write(run / "saved_model" / "11" / EXPORT_METADATA.parent, EXPORT_METADATA.name)
     assert find_settings(run).labels == ["a", "b"] and find_settings(run).text_pairs is True  # model/
     assert find_settings(run / "model").text_pairs is True
     assert find_settings(run / "compact").left_out_layers == [3]

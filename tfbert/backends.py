@@ -129,7 +129,7 @@ def keras_problems(config) -> list[str]:
         (config.data.long_text == "window", "--long_text window works with --backend transformers only"),
         (training.strategy in ("multi_worker", "tpu"),
          f"--strategy {training.strategy} is not wired for --backend keras; use auto, default or mirrored"),
-        (model.keras_backend == "jax" and training.export_tflite in ("on", True),
+        (model.keras_backend == "jax" and training.export_tflite == "on",
          "--export_tflite needs --keras_backend tensorflow (the compact export traces the model in TensorFlow)"),
         (model.keras_backend == "jax" and training.strategy not in ("auto", "default"),
          f"--keras_backend jax trains on one device; --strategy {training.strategy} needs --keras_backend tensorflow"),

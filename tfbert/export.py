@@ -349,20 +349,3 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
     if not exact:
         logger.warning("SavedModel: no in-graph tokenisation (%s); it has predict_ids only", reason)
     return target
-
-
-def resolve_version(path: str | Path) -> Path:
-    """A SavedModel version folder: the folder itself, or the newest numbered version under a base path.
-
-    Example:
-        >>> resolve_version("output/run/saved_model")  # doctest: +SKIP
-        PosixPath('output/run/saved_model/2')
-    """
-    path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = sorted((int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()),
-                      reverse=True) if path.is_dir() else []
-    if not versions:
-        raise TfbertError(f"--model {path}: no saved_model.pb here or in numbered version folders")
-    return path / str(versions[0])

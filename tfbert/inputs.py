@@ -104,7 +104,7 @@ def trained_with_pairs(model_path: Path) -> Optional[bool]:
     before the settings recorded it); None when neither says."""
     from tfbert.model_settings import find_settings
 
-    recorded = find_settings(model_path) if model_path.is_dir() else None
+    recorded = find_settings(model_path)
     if recorded is not None and recorded.text_pairs is not None:
         return recorded.text_pairs
     for folder in (model_path, *list(model_path.resolve().parents)[:3]):

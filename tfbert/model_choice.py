@@ -130,7 +130,8 @@ def _saved_model_refusal(run: Path) -> Optional[str]:
     """Why the run's saved_model/ may not answer in model/'s place (None when it may): it must compute in
     float32, as model/ does in infer.py. A bfloat16 export rounds differently and may flip a close label."""
     from tfbert.errors import TfbertError
-    from tfbert.export import EXTRA, METADATA, resolve_version
+    from tfbert.export import EXTRA, METADATA
+    from tfbert.model_settings import resolve_version
 
     try:
         version = resolve_version(run / "saved_model")

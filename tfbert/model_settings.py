@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from tfbert.errors import TfbertError
+
 SETTINGS_FILE = "tfbert.json"
 EXPORT_METADATA = Path("assets.extra") / "tfbert" / "metadata.json"  # in a SavedModel version folder
 
@@ -118,10 +120,28 @@ def find_settings(path: str | Path) -> Optional[ModelSettings]:
         False
     """
     path = Path(path)
-    versions = sorted((child for child in path.iterdir() if child.name.isdigit()), key=lambda child: int(child.name),
-                      reverse=True) if path.is_dir() else []
-    for candidate in (path / SETTINGS_FILE, path / "model" / SETTINGS_FILE, path / EXPORT_METADATA,
-                      *(version / EXPORT_METADATA for version in versions[:1])):
+    try:
+        saved_model = [resolve_version(path) / EXPORT_METADATA]  # the version folder, or a base path's newest
+    except TfbertError:
+        saved_model = []
+    for candidate in (path / SETTINGS_FILE, path / "model" / SETTINGS_FILE, *saved_model):
         if candidate.is_file():
             return ModelSettings.from_json(json.loads(candidate.read_text(encoding="utf-8")))
     return None
+
+
+def resolve_version(path: str | Path) -> Path:
+    """A SavedModel version folder: the folder itself, or the newest numbered version under a base path.
+
+    Example:
+        >>> resolve_version("output/run/saved_model")  # doctest: +SKIP
+        PosixPath('output/run/saved_model/2')
+    """
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = sorted((int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()),
+                      reverse=True) if path.is_dir() else []
+    if not versions:
+        raise TfbertError(f"--model {path}: no saved_model.pb here or in numbered version folders")
+    return path / str(versions[0])

@@ -107,7 +107,8 @@ class SavedModelPredictor:
         import tensorflow as tf
 
         from tfbert import runtime
-        from tfbert.export import EXTRA, METADATA, resolve_version
+        from tfbert.export import EXTRA, METADATA
+        from tfbert.model_settings import resolve_version
 
         runtime.load_text_ops()  # the tokenizer ops the graph uses
         self.path = resolve_version(path)

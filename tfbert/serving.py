@@ -58,7 +58,7 @@ class LoadedModel:
         import tensorflow as tf
 
         from tfbert import runtime
-        from tfbert.export import resolve_version
+        from tfbert.model_settings import resolve_version
 
         runtime.load_text_ops()  # the tokenizer ops the graph uses
         self.path = resolve_version(path)
