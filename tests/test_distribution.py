@@ -155,9 +155,9 @@ WORKER = textwrap.dedent(
     weights_file, argv = sys.argv[1], sys.argv[2:]
     evaluate_and_write = experiment._evaluate_and_write
 
-    def keeping_weights(context, prepared, model):  # the trained (best-epoch) weights of this worker
+    def keeping_weights(context, prepared, model, *rest):  # the trained (best-epoch) weights of this worker
         np.savez(weights_file, *model.get_weights())
-        return evaluate_and_write(context, prepared, model)
+        return evaluate_and_write(context, prepared, model, *rest)
 
     experiment._evaluate_and_write = keeping_weights
     read_backup = backup.read_backup

@@ -35,3 +35,35 @@ def test_absent_class_still_reported():
     result = evaluate_predictions(np.array([[0.9, 0.1, 0.0]]), np.array([0]), ["x", "y", "z"])
     assert result.confusion == [[1, 0, 0], [0, 0, 0], [0, 0, 0]]
     assert result.metrics["accuracy"] == 1.0
+
+
+def test_validation_passes_keep_each_epochs_outputs_for_the_final_evaluation(tiny_model_dir):
+    """The final evaluation reuses the best epoch's validation outputs: they must be what the model predicts with
+    that epoch's weights, and a resumed run's epochs before its backup (not validated by this process) have none."""
+    import datasets
+
+    from conftest import make_rows
+    from tfbert.data.pipeline import tokenize
+    from tfbert.evaluation import predict_probabilities
+    from tfbert.modeling import load_for_training, load_tokenizer
+    from tfbert.task_metrics import ValidationPasses
+
+    rows = make_rows(24)
+    labels = sorted({row["label"] for row in rows})
+    tokenizer = load_tokenizer(tiny_model_dir)
+    split = datasets.Dataset.from_list([{**row, "label": labels.index(row["label"])} for row in rows])
+    encoded = tokenize(datasets.DatasetDict({"validation": split}), tokenizer, 16)["validation"]
+    model = load_for_training(tiny_model_dir, labels)
+    passes = ValidationPasses(model, encoded, tokenizer, labels, batch_size=8)
+    weights = []
+    for epoch in range(3):  # a resumed run: this process validates epochs 2, 3 and 4 of 4
+        model.set_weights([w + 0.05 * np.sin(np.arange(w.size) + epoch).reshape(w.shape) for w in model.get_weights()])
+        weights.append(model.get_weights())
+        metrics = passes()
+        assert set(metrics) >= {"macro_f1", "accuracy"}
+    assert passes.outputs_of(epoch=1, epochs_run=4) is None
+    for epoch in (2, 3, 4):
+        model.set_weights(weights[epoch - 2])
+        again = predict_probabilities(model, encoded, tokenizer, batch_size=8)
+        np.testing.assert_allclose(passes.outputs_of(epoch=epoch, epochs_run=4), again, atol=1e-6)
+    assert not np.allclose(passes.outputs_of(epoch=2, epochs_run=4), passes.outputs_of(epoch=4, epochs_run=4))

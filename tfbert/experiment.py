@@ -25,7 +25,7 @@ from tfbert.config import TrainConfig
 from tfbert.diagnose import library_versions
 from tfbert.errors import TfbertError
 from tfbert.html_report import write_run_html
-from tfbert.task_metrics import split_metrics, task_baseline
+from tfbert.task_metrics import ValidationPasses, task_baseline
 from tfbert.training import CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class Results:
 
     model: Any  # holds the best epoch's weights
     fitted: Any  # tfbert.training.FitResult
+    validation_outputs: Optional[np.ndarray]  # the best epoch's validation pass, if this process ran it
     peak_rss_mib_training: Optional[float]
     evaluations: dict = field(default_factory=dict)  # split -> tfbert.evaluation.Evaluation
     figures: dict = field(default_factory=dict)  # name -> PNG path
@@ -116,7 +117,7 @@ def _run_steps(context: RunContext, prepared: Prepared) -> dict:
     """The run after set-up, in the order a reader follows it."""
     _write_config(context, prepared)
     results = _fit(context, prepared)
-    results.evaluations = _evaluate_and_write(context, prepared, results.model)
+    results.evaluations = _evaluate_and_write(context, prepared, results.model, results.validation_outputs)
     if context.scratch:  # a non-chief worker: it trained and predicted with the others; the chief writes the rest
         return distribution.finish_worker(context.strategy, context.scratch, results.fitted, results.evaluations)
     results.figures = _draw_figures(context, prepared, results)
@@ -232,11 +233,9 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
     train_data = training_dataset(encoded["train"], prepared.tokenizer, update_batch, settings.seed,
                                   pad_multiple=context.pad_multiple, repeat=True)
 
-    def evaluate_validation() -> dict:
-        return split_metrics(model, encoded["validation"], prepared.tokenizer, prepared.label_names,
-                             settings.batch_size * 2, prepared.corpus.task, settings.threshold,
-                             context.config.data.window_pool)
-
+    evaluate_validation = ValidationPasses(model, encoded["validation"], prepared.tokenizer, prepared.label_names,
+                                           settings.batch_size * 2, prepared.corpus.task, settings.threshold,
+                                           context.config.data.window_pool)
     class_weight = None
     if settings.class_weight == "balanced":
         class_weight = training.balanced_class_weight(np.asarray(encoded["train"]["label"]),
@@ -250,7 +249,8 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
         backup_run_dir=context.backed_up, monitor=tasks.monitor(prepared.corpus.task),
     )
     # Peak memory before evaluation and export add their own.
-    return Results(model=model, fitted=fitted, peak_rss_mib_training=runtime.peak_rss_mib())
+    return Results(model, fitted, evaluate_validation.outputs_of(fitted.best_epoch, fitted.epochs_run),
+                   peak_rss_mib_training=runtime.peak_rss_mib())
 
 
 def _compiled_model(context: RunContext, prepared: Prepared, total_steps: int):
@@ -277,16 +277,17 @@ def _compiled_model(context: RunContext, prepared: Prepared, total_steps: int):
     return model
 
 
-def _evaluate_and_write(context: RunContext, prepared: Prepared, model) -> dict:
-    """Score the best epoch's weights on validation and test; write predictions, the per-class report, errors."""
+def _evaluate_and_write(context: RunContext, prepared: Prepared, model, validation_outputs=None) -> dict:
+    """Score the best epoch's weights on validation (its pass's outputs, if kept) and test; write the files."""
     from tfbert.evaluation import predict_probabilities, write_evaluation_files
     from tfbert.task_metrics import evaluate_split
 
     settings, names, encoded, task = context.config.training, prepared.label_names, prepared.encoded, prepared.corpus.task
     evaluations, predictions = {}, {}
     for split in ("validation", "test"):
-        probabilities = predict_probabilities(model, encoded[split], prepared.tokenizer, settings.batch_size * 2, task,
-                                              context.config.data.window_pool)
+        probabilities = validation_outputs if split == "validation" and validation_outputs is not None else \
+            predict_probabilities(model, encoded[split], prepared.tokenizer, settings.batch_size * 2, task,
+                                  context.config.data.window_pool)
         gold, row_ids = prepared.labels(split), encoded[split]["row_id"]
         evaluations[split], predictions[split] = evaluate_split(  # multi-label thresholds: set on validation
             task, probabilities, gold, names, row_ids, settings.threshold, evaluations.get("validation"),

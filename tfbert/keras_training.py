@@ -110,7 +110,8 @@ def fit_model(model, train_data, *, epochs: int, steps_per_epoch: int, evaluate_
 
 
 def fit(context, prepared):
-    """experiment's fit step for a Keras 3 run: (the model holding the best epoch's weights, its FitResult).
+    """experiment's fit step for a Keras 3 run: (the model holding the best epoch's weights, its FitResult, that
+    epoch's validation outputs or None).
 
     ``context`` and ``prepared`` are tfbert.experiment's RunContext and Prepared.
     """
@@ -118,7 +119,7 @@ def fit(context, prepared):
 
     from tfbert import training
     from tfbert.data.pipeline import training_dataset
-    from tfbert.evaluation import split_metrics
+    from tfbert.task_metrics import ValidationPasses
 
     settings, model_settings, encoded = context.config.training, context.config.model, prepared.encoded
     if keras.backend.backend() == "jax" and context.strategy.num_replicas_in_sync > 1:
@@ -145,14 +146,15 @@ def fit(context, prepared):
         class_weight = training.balanced_class_weight(np.asarray(encoded["train"]["label"]), len(prepared.label_names))
     steps_per_epoch = updates_per_epoch * accumulation
     verbose, progress_every = training.progress_mode(settings, steps_per_epoch, sys.stdout.isatty())
+    validation = ValidationPasses(model, encoded["validation"], prepared.tokenizer, prepared.label_names,
+                                  settings.batch_size * 2)
     fitted = fit_model(
         model, train_data, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, run_dir=context.run.path,
-        evaluate_validation=lambda: split_metrics(model, encoded["validation"], prepared.tokenizer,
-                                                  prepared.label_names, settings.batch_size * 2),
+        evaluate_validation=validation,
         patience=settings.patience, n_train=n_train, class_weight=class_weight, verbose=verbose,
         n_train_tokens=int(sum(len(ids) for ids in encoded["train"]["input_ids"])),
         progress_every=progress_every, examples_per_step=settings.batch_size)
-    return model, fitted
+    return model, fitted, validation.outputs_of(fitted.best_epoch, fitted.epochs_run)
 
 
 def model_settings_of(context, prepared):

@@ -204,13 +204,34 @@ def task_baseline(corpus, settings) -> dict:
     return baseline_metrics(corpus.splits, corpus.label_names, seed=settings.seed)
 
 
-def split_metrics(model, split, tokenizer, label_names: list[str], batch_size: int = 64, task: str = "single_label",
-                  threshold: str = "auto", window_pool: str = "mean") -> dict:
-    """:func:`tfbert.evaluation.split_metrics` for any task: each epoch's validation metrics (multi-label ones at
-    thresholds set on this split by --threshold, as the run's final evaluation sets them)."""
-    from tfbert.evaluation import predict_probabilities, split_metrics as single_label_metrics
+class ValidationPasses:
+    """Each epoch's validation metrics (:func:`tfbert.evaluation.split_metrics` for any task; multi-label ones at
+    thresholds set on this split by --threshold, as the run's final evaluation sets them), keeping each pass's
+    outputs: the final evaluation of the best epoch's weights reuses that epoch's instead of predicting again.
 
-    if task == "single_label":
-        return single_label_metrics(model, split, tokenizer, label_names, batch_size, window_pool)
-    outputs = predict_probabilities(model, split, tokenizer, batch_size, task, window_pool)
-    return validation_evaluation(task, outputs, np.asarray(split["label"]), label_names, threshold).metrics
+    Example:
+        >>> passes = ValidationPasses(model, encoded["validation"], tokenizer, ["neg", "pos"])  # doctest: +SKIP
+        >>> passes()["macro_f1"], passes.outputs_of(epoch=1, epochs_run=1).shape  # doctest: +SKIP
+        (0.91, (120, 2))
+    """
+
+    def __init__(self, model, split, tokenizer, label_names: list[str], batch_size: int = 64,
+                 task: str = "single_label", threshold: str = "auto", window_pool: str = "mean"):
+        self.model, self.split, self.tokenizer, self.label_names = model, split, tokenizer, label_names
+        self.batch_size, self.task, self.threshold, self.window_pool = batch_size, task, threshold, window_pool
+        self.outputs: list[np.ndarray] = []  # one per pass of this process, in epoch order
+
+    def __call__(self) -> dict:
+        from tfbert.evaluation import predict_probabilities
+
+        outputs = predict_probabilities(self.model, self.split, self.tokenizer, self.batch_size, self.task,
+                                        self.window_pool)
+        self.outputs.append(outputs)
+        return validation_evaluation(self.task, outputs, np.asarray(self.split["label"]), self.label_names,
+                                     self.threshold).metrics
+
+    def outputs_of(self, epoch: int, epochs_run: int) -> Optional[np.ndarray]:
+        """The outputs of the 1-based ``epoch`` of a fit that ran ``epochs_run`` epochs, if this process validated
+        it (a resumed run's epochs before the backup were validated by the process that ran them); else None."""
+        index = len(self.outputs) - 1 - (epochs_run - epoch)
+        return self.outputs[index] if 0 <= index < len(self.outputs) else None
