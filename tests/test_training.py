@@ -39,6 +39,43 @@ def test_optimizer_skips_decay_for_excluded_variables(tiny_model_dir):
     assert sum(not u for u in uses.values()) == len(excluded_from_decay(model.trainable_variables))
 
 
+def test_the_fused_adamw_updates_as_keras_adamw(tiny_model_dir):
+    """Keras' AdamW and make_optimizer's fused one, from the same start, apply the tiny BERT's real gradients (the
+    word embeddings' are IndexedSlices: Keras' sparse update) 3 times, with weight decay, clipping and the schedule."""
+    import tensorflow as tf
+
+    from tfbert.modeling import load_for_training
+    from tfbert.training import classification_loss, make_optimizer
+
+    ids = tf.constant([[2, 5, 9, 12, 3, 0], [2, 7, 7, 4, 11, 3]])
+    model = load_for_training(tiny_model_dir, ["a", "b"])
+    with tf.GradientTape() as tape:
+        logits = model({"input_ids": ids, "attention_mask": tf.cast(ids > 0, tf.int32)}, training=False).logits
+        loss = tf.reduce_mean(classification_loss(tf.constant([0, 1]), logits))
+    gradients = tape.gradient(loss, model.trainable_variables)
+    assert isinstance(gradients[0], tf.IndexedSlices) and not isinstance(gradients[-1], tf.IndexedSlices)
+    start = model.get_weights()
+    updates, graphs = [], []
+    for fused in (False, True):
+        model.set_weights(start)
+        if fused:
+            optimizer = make_optimizer(model, 1e-2, 0.1, 1, 10)
+        else:  # make_optimizer's settings on Keras' own class
+            optimizer = tf.keras.optimizers.AdamW(learning_rate=linear_warmup_decay(1e-2, 1, 10), weight_decay=0.1,
+                                                  epsilon=1e-8, global_clipnorm=1.0)
+            optimizer.exclude_from_weight_decay(var_list=excluded_from_decay(model.trainable_variables))
+        apply = tf.function(lambda: optimizer.apply_gradients(zip(gradients, model.trainable_variables)),
+                            autograph=False)
+        for _ in range(3):
+            apply()
+        updates.append([after - before for after, before in zip(model.get_weights(), start)])
+        graphs.append({op.type for op in apply.get_concrete_function().graph.get_operations()})
+    assert "ResourceApplyAdam" in graphs[1] and "ResourceApplyAdam" not in graphs[0]
+    assert max(float(np.abs(update).max()) for update in updates[0]) > 1e-2  # the updates are not trivial
+    for keras_update, fused_update in zip(*updates):
+        np.testing.assert_allclose(fused_update, keras_update, rtol=1e-5, atol=5e-7)  # a few float32 steps at 1.0
+
+
 def test_balanced_class_weight():
     weights = balanced_class_weight(np.array([0, 0, 0, 1]), num_classes=3)
     assert weights == pytest.approx({0: 4 / 6, 1: 2.0, 2: 1.0})

@@ -70,11 +70,33 @@ def excluded_from_decay(variables) -> list:
     return excluded
 
 
-def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int):
-    """AdamW with linear warm-up and decay; no decay on LayerNorm and bias."""
+def _fused_adamw_class():
     import tensorflow as tf
 
-    optimizer = tf.keras.optimizers.AdamW(
+    class FusedAdamW(tf.keras.optimizers.AdamW):
+        """Keras' AdamW whose dense updates run TensorFlow's fused Adam kernel (ResourceApplyAdam): Keras' arithmetic
+        in one pass over a variable and its two moments instead of ten elementwise ops, each a pass of its own.
+        Sparse gradients (IndexedSlices) and amsgrad keep Keras' update; weight decay stays Keras'."""
+
+        def update_step(self, gradient, variable):
+            if isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
+                return super().update_step(gradient, variable)
+            dtype = variable.dtype
+            step = tf.cast(self.iterations + 1, dtype)
+            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+            slot = self._index_dict[self._var_key(variable)]
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=self._momentums[slot].handle, v=self._velocities[slot].handle,
+                beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+                lr=tf.cast(self.learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+                epsilon=tf.cast(self.epsilon, dtype), grad=gradient, use_locking=False)
+
+    return FusedAdamW
+
+
+def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int):
+    """AdamW (:func:`_fused_adamw_class`) with linear warm-up and decay; no decay on LayerNorm and bias."""
+    optimizer = _fused_adamw_class()(
         learning_rate=linear_warmup_decay(lr, warmup_steps, total_steps),
         weight_decay=weight_decay,
         epsilon=1e-8,
