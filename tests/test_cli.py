@@ -52,7 +52,7 @@ def test_run_folder_is_complete(trained_run):
         assert (plots / name).stat().st_size > 5000, name
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert not list(run.glob("*.partial")) and not list(run.rglob(".*.tmp*"))
-    assert f"run_dir" in trained_run["stdout"] and str(run.name) in trained_run["stdout"]
+    assert "run_dir" in trained_run["stdout"] and str(run.name) in trained_run["stdout"]
 
 
 def test_config_records_settings_versions_and_data(trained_run):

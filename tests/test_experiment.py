@@ -112,7 +112,7 @@ def test_overlap_over_one_percent_warns(tiny_model_dir, tmp_path, shared, warns)
     assert prepared.checks.overlap_share == {"validation": 0.0, "test": shared / 100}
     overlap_warnings = [w for w in prepared.checks.warnings if w.startswith("overlap")]
     if warns:
-        assert overlap_warnings == [f"overlap: test 2.0% (2 texts) also in an earlier split (over 1%); their scores "
+        assert overlap_warnings == ["overlap: test 2.0% (2 texts) also in an earlier split (over 1%); their scores "
                                     "flatter the model; rerun with --dedupe to remove them"]
     else:
         assert overlap_warnings == []

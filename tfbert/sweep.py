@@ -361,7 +361,7 @@ def write_sweep_html(sweep: runs.Run, record: dict) -> Path:
 
     from html import escape
 
-    from tfbert.html_report import format_metric, html_table, write_html
+    from tfbert.html_report import html_table, write_html
 
     chosen = record["chosen"]
     rows = [[escape(describe(point["setting"]) or "base settings") + (" (chosen)" if point["runs"] == chosen["runs"]

@@ -10,7 +10,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import tarfile

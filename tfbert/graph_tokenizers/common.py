@@ -197,7 +197,7 @@ def framed_encoder_class():
         def _longest_first(self, first, second, budget):
             """Pieces kept of each text of a pair by the tokenizer's own longest_first truncation."""
             if self.spec["longest_first"] == "rust":  # tokenizers: the shorter keeps up to half the budget
-                short, long = tf.minimum(first, second), tf.maximum(first, second)
+                short = tf.minimum(first, second)
                 halves = 2 * short > budget
                 keep_short = tf.where(halves, budget // 2, short)
                 keep_long = tf.where(halves, budget // 2 + budget % 2, budget - short)
