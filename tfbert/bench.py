@@ -201,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     predict_rate, saved_outputs = _texts_per_second(predictor.predict, test_texts, pairs)  # by length, as infer.py
     input_order_rate, _ = _texts_per_second(  # batches in the file's order, as the reference's Trainer.predict
-        lambda texts, text_pairs: predictor.predict(texts, text_pairs, sort_by_length=False), test_texts, pairs,
-        passes=1)
+        lambda texts, text_pairs: predictor.predict(texts, text_pairs, sort_by_length=False), test_texts, pairs)
     latencies = _latencies_ms(predictor.predict, test_texts[:100], pairs and pairs[:100])
 
     n_params = _non_embedding_parameters(run / "model", resolved["backend"])
