@@ -41,7 +41,8 @@ def test_optimizer_skips_decay_for_excluded_variables(tiny_model_dir):
 
 def test_the_fused_adamw_updates_as_keras_adamw(tiny_model_dir):
     """Keras' AdamW and make_optimizer's fused one, from the same start, apply the tiny BERT's real gradients (the
-    word embeddings' are IndexedSlices: Keras' sparse update) 3 times, with weight decay, clipping and the schedule."""
+    word embeddings' are IndexedSlices, with a repeated row: Keras' sparse update, the fused one's dense) 3 times,
+    with weight decay, clipping and the schedule."""
     import tensorflow as tf
 
     from tfbert.modeling import load_for_training
@@ -71,6 +72,7 @@ def test_the_fused_adamw_updates_as_keras_adamw(tiny_model_dir):
         updates.append([after - before for after, before in zip(model.get_weights(), start)])
         graphs.append({op.type for op in apply.get_concrete_function().graph.get_operations()})
     assert "ResourceApplyAdam" in graphs[1] and "ResourceApplyAdam" not in graphs[0]
+    assert "ResourceScatterAdd" in graphs[0] and "ResourceScatterAdd" not in graphs[1]
     assert max(float(np.abs(update).max()) for update in updates[0]) > 1e-2  # the updates are not trivial
     for keras_update, fused_update in zip(*updates):
         np.testing.assert_allclose(fused_update, keras_update, rtol=1e-5, atol=5e-7)  # a few float32 steps at 1.0
