@@ -181,43 +181,6 @@ def test_log_csv_is_rewritten_from_the_backup_as_csvlogger_writes_it(tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1"] and rows[1]["val_macro_f1"] == "0.5"
 
 
-def test_the_best_epochs_backup_is_the_best_checkpoint_and_the_fit_ends_with_its_weights(tmp_path):
-    """The best checkpoint is the best epoch's backup, linked (not written again); fit restores it."""
-    import tensorflow as tf
-
-    from tfbert import runtime, training
-    from tfbert.backup import is_backup
-
-    runtime.set_seed(0)
-    x = np.random.default_rng(0).normal(size=(40, 2)).astype("float32")
-    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
-    model.compile(tf.keras.optimizers.Adam(0.1), loss="mse")
-    scores, epoch_weights = iter([0.5, 0.7, 0.6]), []
-
-    def evaluate():  # at each epoch's end, before the best epoch and the backup callbacks
-        epoch_weights.append(model.get_weights())
-        return {"macro_f1": next(scores)}
-
-    fitted = training.fit(model, tf.data.Dataset.from_tensor_slices((x, x.sum(1))).batch(8).repeat(), epochs=3,
-                          evaluate_validation=evaluate, run_dir=tmp_path, patience=0, n_train=40, steps_per_epoch=5,
-                          verbose=0)
-    assert fitted.best_epoch == 2
-    for restored, best in zip(model.get_weights(), epoch_weights[1]):
-        np.testing.assert_array_equal(restored, best)
-    best = tmp_path / "checkpoints" / "best"
-    [twin] = [p for p in (tmp_path / "checkpoints" / "backup" / "chief").glob("ckpt-*.index")
-              if os.path.samefile(p, f"{best}.index")]  # a hard link: the same file, written once
-    assert is_backup(str(best)) and tf.train.load_checkpoint(str(twin.with_suffix(""))).get_tensor(
-        "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1  # 0-based: the second epoch's
-
-    # A best checkpoint an earlier tfbert wrote (the model's own, by ModelCheckpoint) restores too.
-    model.save_weights(str(tmp_path / "earlier"))
-    other = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
-    training.restore_best(other, tmp_path / "earlier")
-    for a, b in zip(other.get_weights(), model.get_weights()):
-        np.testing.assert_array_equal(a, b)
-
-
 # ---- the whole command, killed and resumed ----
 
 def _train(*args: str, cwd: Path) -> subprocess.Popen:

@@ -112,36 +112,6 @@ def read_backup(backup_dir: Path) -> Optional[BackupState]:
     return BackupState(epoch=epoch, batch=batch, callbacks=json.loads(state.decode("utf-8") or "{}"))
 
 
-def is_backup(prefix: str) -> bool:
-    """Whether the checkpoint at ``prefix`` is one of these backups (its root holds the epoch and the model)."""
-    import tensorflow as tf
-
-    return tf.train.load_checkpoint(prefix).has_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")
-
-
-def link_checkpoint(prefix: str, target: Path) -> None:
-    """Make the checkpoint prefix ``target`` name the files of the checkpoint ``prefix``: hard links, which outlive
-    the backup manager deleting ``prefix`` and cost no second write of the same bytes (a copy where the file system
-    refuses links). Each file replaces its namesake in one rename, the data before the index that points into it.
-
-    Example:
-        >>> link_checkpoint("run/checkpoints/backup/chief/ckpt-4", Path("run/checkpoints/best"))  # doctest: +SKIP
-    """
-    import glob
-    import os
-    import shutil
-
-    for source in sorted(glob.glob(glob.escape(prefix) + ".*")):  # .data-00000-of-00001 sorts before .index
-        final = f"{target}{source[len(prefix):]}"
-        temporary = Path(f"{final}.linking")
-        temporary.unlink(missing_ok=True)
-        try:
-            os.link(source, temporary)
-        except OSError:
-            shutil.copyfile(source, temporary)
-        os.replace(temporary, final)
-
-
 def write_log_csv(path: Path, epoch_logs: list[dict]) -> None:
     """log.csv as Keras' CSVLogger writes it (epoch, then the sorted keys), from the backed-up epochs, so that a
     resumed run's CSVLogger appends after exactly the epochs the backup holds.
@@ -167,29 +137,27 @@ def write_log_csv(path: Path, epoch_logs: list[dict]) -> None:
 
 
 def training_backup(backup_dir: Path, steps_per_epoch: int, stop: StopRequest, save_every: int = 0,
-                    early_stopping=None, best_checkpoint=None, best_path: Optional[Path] = None):
+                    early_stopping=None, best_checkpoint=None):
     """A Keras callback backing the training state up every ``save_every`` steps (0: at epoch ends only), at
     each epoch end and when ``stop`` is requested (then it raises :class:`RunInterrupted`). Put it last in the callback list:
     it restores the callbacks' counters after their own ``on_train_begin`` reset them, and saves after they
-    updated them at an epoch's end. The backup of an epoch ``best_checkpoint`` (tfbert.training's BestEpoch) calls
-    its best so far becomes the checkpoint ``best_path`` (:func:`link_checkpoint`).
+    updated them at an epoch's end.
 
     Example:
         >>> callbacks.append(training_backup(Path("run/checkpoints/backup"), 100, StopRequest(), save_every=20))  # doctest: +SKIP
     """
-    return _backup_class()(Path(backup_dir), steps_per_epoch, stop, save_every, early_stopping, best_checkpoint,
-                           best_path)
+    return _backup_class()(Path(backup_dir), steps_per_epoch, stop, save_every, early_stopping, best_checkpoint)
 
 
 def _backup_class():
     import tensorflow as tf
 
     class TrainingBackup(tf.keras.callbacks.BackupAndRestore):
-        def __init__(self, backup_dir, steps_per_epoch, stop, save_every, early_stopping, best_checkpoint, best_path):
+        def __init__(self, backup_dir, steps_per_epoch, stop, save_every, early_stopping, best_checkpoint):
             # An integer save_freq makes Keras restore at the step after the backup, not at the next epoch.
             super().__init__(str(backup_dir), save_freq=save_every or steps_per_epoch, delete_checkpoint=False)
             self.steps_per_epoch, self.stop, self.save_every = steps_per_epoch, stop, save_every
-            self.early_stopping, self.best_checkpoint, self.best_path = early_stopping, best_checkpoint, best_path
+            self.early_stopping, self.best_checkpoint = early_stopping, best_checkpoint
             self.epoch_logs: list[dict] = []  # every finished epoch's logs, the restored ones included
             self.stopped_early = False
             self._state = tf.Variable("", dtype=tf.string, trainable=False, name="tfbert_callbacks")
@@ -265,8 +233,6 @@ def _backup_class():
             self.epoch_logs.append({key: _plain(value) for key, value in (logs or {}).items()})
             self.stopped_early = bool(self.model.stop_training)  # early stopping, earlier in the list, said so
             self._backup(epoch, self.steps_per_epoch - 1)
-            if self.best_path is not None and self.best_checkpoint is not None and self.best_checkpoint.improved:
-                link_checkpoint(self._training_state.write_checkpoint_manager.latest_checkpoint, self.best_path)
             if self.stop.signal_number is not None:
                 raise RunInterrupted(self.stop.signal_number)
 

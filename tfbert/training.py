@@ -220,43 +220,23 @@ def trace_steps_once(model) -> None:
                 tf.function(keras_function.python_function, reduce_retracing=True, autograph=False))
 
 
-def _best_epoch_class():
+def _best_weights_class():
     import tensorflow as tf
 
-    class BestEpoch(tf.keras.callbacks.Callback):
-        """The best epoch so far by validation macro-F1 (ModelCheckpoint's rule: strictly greater). The chief's
-        backup of that epoch's end becomes the best checkpoint (:class:`tfbert.backup.TrainingBackup` links its
-        files: the same training state is not written twice); a cluster's other workers, whose backups Keras writes
-        to a temporary folder and deletes, keep the weights in memory."""
+    class BestWeights(tf.keras.callbacks.Callback):
+        """The best epoch's weights by validation macro-F1, kept in memory (ModelCheckpoint's rule: strictly
+        greater), for a cluster's non-chief workers, whose checkpoint file Keras writes to a temporary folder
+        and deletes."""
 
-        def __init__(self, monitor: str = MONITOR, in_memory: bool = False):
+        def __init__(self, monitor: str = MONITOR):
             super().__init__()
-            self.monitor, self.in_memory = monitor, in_memory
-            self.best, self.improved, self.weights = -math.inf, False, None
+            self.best, self.weights, self.monitor = -math.inf, None, monitor
 
         def on_epoch_end(self, epoch, logs=None):
-            current = (logs or {}).get(self.monitor, -math.inf)
-            self.improved = current > self.best
-            if self.improved:
-                self.best = current
-                if self.in_memory:
-                    self.weights = self.model.get_weights()
+            if logs and logs.get(self.monitor, -math.inf) > self.best:
+                self.best, self.weights = logs[self.monitor], self.model.get_weights()
 
-    return BestEpoch
-
-
-def restore_best(model, checkpoint: Path) -> None:
-    """Load the best epoch's weights (and optimizer state) from the best checkpoint: a backup's files (the root
-    holds the model as ``model``), or the model's own checkpoint an earlier tfbert's ModelCheckpoint wrote there
-    (a run resumed across that change)."""
-    import tensorflow as tf
-
-    from tfbert.backup import is_backup
-
-    if is_backup(str(checkpoint)):
-        tf.train.Checkpoint(model=model).read(str(checkpoint)).expect_partial()
-    else:
-        model.load_weights(str(checkpoint)).expect_partial()
+    return BestWeights
 
 
 def progress_mode(settings, steps_per_epoch: int, terminal: bool) -> tuple[int, int]:
@@ -320,8 +300,8 @@ def fit(
         train_data = train_data.skip(restored.batches_done(steps_per_epoch))
         write_log_csv(run_dir / "log.csv", restored.callbacks.get("epoch_logs", []))  # the backup's epochs, once
     timer = step_timer()
-    chief = distribution.is_chief(model.distribute_strategy)
-    best = _best_epoch_class()(monitor, in_memory=not chief)
+    best = tf.keras.callbacks.ModelCheckpoint(
+        str(checkpoint), monitor=monitor, mode="max", save_best_only=True, save_weights_only=True)
     early = tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience) if patience else None
     callbacks = [
         timer,
@@ -333,9 +313,11 @@ def fit(
     if progress_every:
         callbacks.append(step_progress(steps_per_epoch, examples_per_step, progress_every))
     # Every worker of a cluster creates the same callbacks (backups too: Keras' BackupAndRestore must exist on all).
+    keeper = None if distribution.is_chief(model.distribute_strategy) else _best_weights_class()(monitor)
+    callbacks += [keeper] if keeper else []
     callbacks += [early] if early else []
     stop = StopRequest()
-    backup = training_backup(backups, steps_per_epoch, stop, save_every, early, best, checkpoint if chief else None)
+    backup = training_backup(backups, steps_per_epoch, stop, save_every, early, best)
     callbacks.append(backup)  # last: see training_backup
     started = time.perf_counter()
     if restored and restored.training_done(steps_per_epoch, epochs):
@@ -345,8 +327,8 @@ def fit(
             model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                       class_weight=class_weight, verbose=verbose)
     seconds = time.perf_counter() - started
-    if best.in_memory:
-        model.set_weights(best.weights)
+    if keeper:
+        model.set_weights(keeper.weights)
     else:
-        restore_best(model, checkpoint)
+        model.load_weights(str(checkpoint)).expect_partial()
     return fit_result(backup.epoch_logs, timer, seconds, n_train, n_train_tokens, monitor)
