@@ -91,6 +91,7 @@ class Results:
     compact: Optional[dict] = None
 
 
+@runtime.returning_freed_memory  # to the next run of a sweep, or the bench's predictions
 def train(config: TrainConfig, report=print, given_flags: Optional[set[str]] = None) -> dict:
     """Fine-tune, evaluate and export as ``config`` says (with --resume: continue that run); return the summary.
 
@@ -308,8 +309,7 @@ def _draw_figures(context: RunContext, prepared: Prepared, results: Results) -> 
 
 
 def _export(context: RunContext, prepared: Prepared, results: Results) -> Path:
-    """The save_pretrained folder (renamed into place whole) and the SavedModel for TF Serving; return the
-    SavedModel's path."""
+    """The save_pretrained folder (renamed into place whole) and the TF Serving SavedModel; return its path."""
     from tfbert import fused_ops, modeling, runtime
     from tfbert.export import export_saved_model
     from tfbert.model_settings import ModelSettings

@@ -42,7 +42,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfbert import fused_ops
+from tfbert import fused_ops, runtime
 from tfbert.errors import TfbertError
 from tfbert.graph_tokenizers import in_graph_tokenization, text_encoder
 from tfbert.model_settings import EXPORT_METADATA, ModelSettings
@@ -226,6 +226,7 @@ def _classifier_class():
     return TextClassifier
 
 
+@runtime.returning_freed_memory  # its copies of the graph (~1 GiB for MiniLM) die with its locals
 def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length: int, base_dir: str | Path,
                        truncation: str = "head", weights_in_graph: bool = True, task: str = "single_label",
                        thresholds: Optional[list[float]] = None, stride: Optional[int] = None,

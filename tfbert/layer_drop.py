@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from tfbert.keras_serving import is_keras3_classifier
+from tfbert.runtime import returning_freed_memory
 
 if TYPE_CHECKING:
     from tfbert.config import TrainConfig, TrainingConfig
@@ -191,6 +192,7 @@ def leave_out_layers(model, score: Callable[[object], float], n_validation: int,
     return model, choice.left_out, search
 
 
+@returning_freed_memory  # the models and converter graphs of the layer search and the conversion
 def export_compact(run: "Run", prepared: Any, config: "TrainConfig", *, model_test: dict) -> dict:
     """train.py's compact export of either backend's model/ (:func:`write_compact`): metrics.json's ``compact``
     entry, or ``{"error": why}`` when the conversion failed (the model and the SavedModel are written: the run is
