@@ -76,10 +76,7 @@ def test_a_bfloat16_bert_keeps_its_outputs_bit_for_bit_in_half_the_bytes(tiny_mo
         model = modeling.load_for_training(tiny_model_dir, ["a", "b", "c"])
         tokenizer = modeling.load_tokenizer(tiny_model_dir)
         cast, in_graph = export.model_forward(model, uses_token_types=True)
-        with export._remapper_safe_layer_norms(model):
-            traced = tf.function(lambda input_ids, attention_mask, token_type_ids: tf.cast(model(
-                {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids},
-                training=False).logits, tf.float32)).get_concrete_function(*[tf.TensorSpec([None, None], tf.int64)] * 3)
+        traced, _ = export.model_forward(model, uses_token_types=True, weights_in_graph=False)
         plain = convert_variables_to_constants_v2(traced)
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
