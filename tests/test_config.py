@@ -48,14 +48,13 @@ def test_export_precision_follows_bfloat16_training_unless_given():
     assert resolve_export_precision("bfloat16", "float32") == "mixed_bfloat16"
 
 
-def test_export_weights_are_constants_only_where_casts_fold_unless_given():
+def test_export_weights_are_variables_unless_constants_are_asked_for():
     from tfbert.runtime import resolve_export_weights
 
     assert parse_train_args(["--dataset", "sms_spam"]).training.export_weights == "auto"
-    assert resolve_export_weights("auto", "mixed_bfloat16") == "constants"
-    assert resolve_export_weights("auto", "float32") == "variables"
-    assert resolve_export_weights("constants", "float32") == "constants"
-    assert resolve_export_weights("variables", "mixed_bfloat16") == "variables"
+    assert resolve_export_weights("auto") == "variables"
+    assert resolve_export_weights("constants") == "constants"
+    assert resolve_export_weights("variables") == "variables"
 
 
 def test_new_performance_flags_are_checked():

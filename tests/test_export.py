@@ -207,21 +207,32 @@ def test_probabilities_are_float32_under_a_mixed_precision_policy(tiny_model_dir
         tokenizer = modeling.load_tokenizer(tiny_model_dir)
         encoded = tokenizer(SAMPLE, padding=True, truncation=True, max_length=16, return_tensors="tf")
         logits = model(dict(encoded), training=False).logits
-        version = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path)
+        version = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path / "a")
+        in_variables = export_saved_model(model, tokenizer, id2label=LABELS, max_length=16, base_dir=tmp_path / "b",
+                                          weights_in_graph=False)
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
     assert logits.dtype == tf.bfloat16  # the model really computes in bfloat16
     expected = tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
-    predictor = SavedModelPredictor(version)
-    outputs = predictor.loaded.signatures["serving_default"].structured_outputs
-    assert outputs["probabilities"].dtype == tf.float32
-    probabilities = predictor.predict(SAMPLE)
-    assert probabilities.dtype == np.float32
-    # A float32 softmax sums to 1 within float32 rounding; a bfloat16 one (8-bit mantissa) would be ~1e-3 off.
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
-    # The graph and eager bfloat16 kernels round differently, so the two agree to bfloat16's resolution only;
-    # float32 models agree to 1e-5 (test_saved_model_probabilities_equal_the_keras_model).
-    np.testing.assert_allclose(probabilities, expected, atol=1e-2)
+    for export in (version, in_variables):
+        predictor = SavedModelPredictor(export)
+        outputs = predictor.loaded.signatures["serving_default"].structured_outputs
+        assert outputs["probabilities"].dtype == tf.float32
+        probabilities = predictor.predict(SAMPLE)
+        assert probabilities.dtype == np.float32
+        # A float32 softmax sums to 1 within float32 rounding; a bfloat16 one (8-bit mantissa) would be ~1e-3 off.
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+        # The graph and eager bfloat16 kernels round differently, so the two agree to bfloat16's resolution only;
+        # float32 models agree to 1e-5 (test_saved_model_probabilities_equal_the_keras_model).
+        np.testing.assert_allclose(probabilities, expected, atol=1e-2)
+    # As variables, the weights are stored as the graph computes with them: bfloat16 but for the LayerNorms'.
+    assert SavedModelPredictor(in_variables).metadata["weights"] == "variables"
+    stored = tf.train.load_checkpoint(str(in_variables / "variables" / "variables")).get_variable_to_dtype_map()
+    weights = {key: dtype for key, dtype in stored.items() if key.startswith("weights/")}
+    assert len(weights) == len(model.weights)
+    assert sum(dtype == tf.bfloat16 for dtype in weights.values()) > 0.6 * len(weights)
+    float32 = [key for key, dtype in weights.items() if dtype == tf.float32]
+    assert len(float32) == 2 * sum("LayerNorm" in w.name for w in model.weights if w.name.endswith("gamma:0"))
 
 
 @pytest.mark.slow

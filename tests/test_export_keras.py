@@ -350,7 +350,8 @@ def test_export_compact_takes_a_keras3_run(keras_models, tmp_path):
 
 
 @pytest.mark.slow
-def test_bfloat16_export_matches_the_bfloat16_model(keras_models, tmp_path):
+@pytest.mark.parametrize("weights_in_graph", [True, False])
+def test_bfloat16_export_matches_the_bfloat16_model(keras_models, tmp_path, weights_in_graph):
     import keras
     import tensorflow as tf
     import tensorflow_text  # noqa: F401
@@ -365,7 +366,7 @@ def test_bfloat16_export_matches_the_bfloat16_model(keras_models, tmp_path):
         serving = keras_backend.load(tmp_path / "model")
         expected, _ = keras_probabilities(serving, tokenizer, TEXTS)
         version = export_saved_model_keras(serving, tokenizer, id2label=LABELS, max_length=16,
-                                           base_dir=tmp_path / "saved_model")
+                                           base_dir=tmp_path / "saved_model", weights_in_graph=weights_in_graph)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     got = tf.saved_model.load(str(version)).signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"]
@@ -373,6 +374,10 @@ def test_bfloat16_export_matches_the_bfloat16_model(keras_models, tmp_path):
     np.testing.assert_allclose(got.numpy(), expected, atol=5e-3)  # bfloat16: other op orders round differently
     metadata = json.loads((version / "assets.extra" / "tfbert" / "metadata.json").read_text())
     assert metadata["compute_policy"] == "mixed_bfloat16"
+    assert metadata["weights"] == ("graph constants" if weights_in_graph else "variables")
+    if not weights_in_graph:  # kept as the graph computes with them
+        stored = tf.train.load_checkpoint(str(version / "variables" / "variables")).get_variable_to_dtype_map()
+        assert tf.bfloat16 in set(stored.values())
 
 
 def test_infer_py_on_a_keras3_model_folder(keras_models, tmp_path, monkeypatch, capsys):

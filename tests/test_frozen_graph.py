@@ -1,10 +1,10 @@
-"""Frozen weights stored in the precision the graph computes them in: the same outputs bit for bit, half the bytes,
-and a weight that something reads in float32 left as it was."""
+"""Frozen weights stored in the precision the graph computes them in, as constants or in variables: the same outputs
+bit for bit, half the bytes, and a weight that something reads in float32 left as it was."""
 
 import numpy as np
 import pytest
 
-from tfbert.frozen_graph import cast_constants, freeze
+from tfbert.frozen_graph import cast_constants, freeze, freeze_to_variables
 
 
 def constants(function, more_than: int = 16) -> dict[str, tuple[str, int]]:
@@ -22,13 +22,17 @@ def constants(function, more_than: int = 16) -> dict[str, tuple[str, int]]:
 
 
 def frozen(function, *specs):
-    """``function`` traced for ``specs`` and frozen both ways: by TensorFlow alone (float32 weights) and by
-    :func:`freeze`."""
+    """``function`` traced for ``specs`` and frozen three ways: by TensorFlow alone (float32 weights), by
+    :func:`freeze`, and by :func:`freeze_to_variables` (the function and its variables)."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     traced = tf.function(function).get_concrete_function(*specs)
-    return convert_variables_to_constants_v2(traced), freeze(traced)
+    return convert_variables_to_constants_v2(traced), freeze(traced), freeze_to_variables(traced)
+
+
+def variable_dtypes(variables, more_than: int = 16) -> list[tuple[str, int]]:
+    return sorted((v.dtype.name, int(np.prod(v.shape))) for v in variables if np.prod(v.shape) > more_than)
 
 
 def test_only_weights_whose_every_use_is_a_cast_to_half_precision_change():
@@ -45,22 +49,28 @@ def test_only_weights_whose_every_use_is_a_cast_to_half_precision_change():
         half = tf.matmul(half, tf.cast(also_float32, tf.bfloat16))
         return tf.cast(half, tf.float32) + tf.reduce_sum(also_float32)
 
-    before, after = frozen(forward, tf.TensorSpec([None, 8], tf.float32), tf.TensorSpec([None], tf.int32))
+    before, after, (reading, variables) = frozen(forward, tf.TensorSpec([None, 8], tf.float32),
+                                                 tf.TensorSpec([None], tf.int32))
     dtypes = sorted(constants(after).values())
     assert dtypes == [("bfloat16", 64), ("bfloat16", 80), ("float32", 64)]
+    assert variable_dtypes(variables) == dtypes and constants(reading) == {}  # the same weights, in variables
     x, ids = rng.normal(size=[5, 8]).astype(np.float32), np.array([0, 3, 9, 3, 1], np.int32)
-    np.testing.assert_array_equal(after(tf.constant(x), tf.constant(ids))[0].numpy(),
-                                  before(tf.constant(x), tf.constant(ids))[0].numpy())
+    expected = before(tf.constant(x), tf.constant(ids))[0].numpy()
+    np.testing.assert_array_equal(after(tf.constant(x), tf.constant(ids))[0].numpy(), expected)
+    np.testing.assert_array_equal(reading(tf.constant(x), tf.constant(ids))[0].numpy(), expected)
     assert cast_constants(after.graph.as_graph_def()) == 0  # nothing left to cast
+    casts = [[node.name for node in function.graph.as_graph_def().node if node.op == "Cast"]
+             for function in (after, reading)]
+    assert [f"frozen/{name}" for name in casts[0]] == casts[1]  # no cast of a weight on any call
 
 
 def test_a_float32_graph_is_left_as_it_is():
     import tensorflow as tf
 
     weight = tf.Variable(np.ones([4, 4], np.float32))
-    before, after = frozen(lambda x: tf.matmul(x, weight), tf.TensorSpec([None, 4], tf.float32))
+    before, after, (_, variables) = frozen(lambda x: tf.matmul(x, weight), tf.TensorSpec([None, 4], tf.float32))
     assert cast_constants(before.graph.as_graph_def()) == 0
-    assert sorted(constants(after, more_than=1).values()) == [("float32", 16)]
+    assert sorted(constants(after, more_than=1).values()) == [("float32", 16)] == variable_dtypes(variables, 1)
 
 
 @pytest.mark.slow
@@ -75,12 +85,18 @@ def test_a_bfloat16_bert_keeps_its_outputs_bit_for_bit_in_half_the_bytes(tiny_mo
     try:
         model = modeling.load_for_training(tiny_model_dir, ["a", "b", "c"])
         tokenizer = modeling.load_tokenizer(tiny_model_dir)
-        cast, in_graph = export.model_forward(model, uses_token_types=True)
-        traced, _ = export.model_forward(model, uses_token_types=True, weights_in_graph=False)
-        plain = convert_variables_to_constants_v2(traced)
+        cast, no_variables = export.model_forward(model, uses_token_types=True)
+        reading, variables = export.model_forward(model, uses_token_types=True, weights_in_graph=False)
+        plain = convert_variables_to_constants_v2(export.traced_forward(model, uses_token_types=True))
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
-    assert in_graph
+    assert no_variables == []
+    # The export's variables hold what the constants hold: the same dtypes and sizes, none of the model's own.
+    stored = {node.name: tf.make_ndarray(node.attr["value"].tensor) for node in cast.graph.as_graph_def().node
+              if node.op == "Const"}
+    assert len(variables) == len(model.weights) and not {id(v) for v in variables} & {id(v) for v in model.weights}
+    for variable in variables:  # each holds, to the bit, the constant of the same name
+        np.testing.assert_array_equal(variable.numpy(), stored[variable.name.removesuffix(":0")])
     word_embeddings = model.bert.embeddings.weight
     by_dtype = {"bfloat16": 0, "float32": 0}
     for dtype, size in constants(cast, more_than=1).values():
@@ -93,4 +109,7 @@ def test_a_bfloat16_bert_keeps_its_outputs_bit_for_bit_in_half_the_bytes(tiny_mo
     encoded = tokenizer(["a short text", "and a somewhat longer second text to pad the first"], padding=True,
                         return_tensors="np")
     feeds = [tf.constant(encoded[key], tf.int64) for key in ("input_ids", "attention_mask", "token_type_ids")]
-    np.testing.assert_array_equal(tf.nest.flatten(cast(*feeds))[0].numpy(), tf.nest.flatten(plain(*feeds))[0].numpy())
+    expected = tf.nest.flatten(plain(*feeds))[0].numpy()
+    np.testing.assert_array_equal(tf.nest.flatten(cast(*feeds))[0].numpy(), expected)
+    # oneDNN lays a constant weight out for another kernel than a variable's: bfloat16 rounding apart.
+    np.testing.assert_allclose(tf.nest.flatten(reading(*feeds))[0].numpy(), expected, atol=1e-2)

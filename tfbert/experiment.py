@@ -176,7 +176,7 @@ def _start_run(config: TrainConfig, prepared: Prepared, report) -> RunContext:
     return RunContext(
         config=config, run=run, policy=policy, fused=fused, strategy=strategy, report=report, scratch=scratch,
         backed_up=resume.cluster_run_dir(config, prepared.corpus) if scratch else run.path, export_policy=export_policy,
-        export_weights=runtime.resolve_export_weights(settings.export_weights, export_policy),
+        export_weights=runtime.resolve_export_weights(settings.export_weights),
         compact_export=runtime.resolve_compact_export(settings.export_tflite, config.model.keras_backend),
         pad_multiple=settings.pad_to_multiple_of or (16 if settings.xla else DEFAULT_PAD_MULTIPLE),
     )

@@ -1,8 +1,8 @@
 """SavedModel export in TF Serving's layout: raw text in, probabilities and labels out.
 
-    <base>/<version>/saved_model.pb (the graph, the model's weights in it as constants: see model_forward),
-                     variables/ (the weights instead: weights_in_graph=False, as train.py asks for float32
-                     exports (runtime.resolve_export_weights), or models over 1 GiB),
+    <base>/<version>/saved_model.pb (the graph; the model's weights in it as constants if asked: model_forward),
+                     variables/ (the weights otherwise, in the precision the graph computes with: the default,
+                     runtime.resolve_export_weights; and for models over 1 GiB),
                      assets/ (vocabulary),
                      assets.extra/tfbert/metadata.json, assets.extra/tfbert/tokenizer/
 
@@ -118,25 +118,16 @@ def _remapper_safe_layer_norms(model):
             fused_ops.set_layer_class(layer, tf.keras.layers.LayerNormalization)
 
 
-def model_forward(model, uses_token_types: bool, weights_in_graph: bool = True):
-    """The model's float32 logits as a concrete function of (input_ids, attention_mask, token_type_ids) and
-    whether its weights are graph constants (asked for, and not over :data:`MAX_WEIGHTS_IN_GRAPH`).
-
-    Constant weights let TensorFlow's graph optimiser do once, at load, what it otherwise redoes on every
-    call: cast float32 weights to the compute precision and lay them out for oneDNN's kernels. MiniLM
-    in bfloat16 on 2 cores: batch [32, 56] 115 -> 77 ms, one text of 56 tokens 19 -> 9 ms. The file
-    stores them in the precision they are computed in (tfbert.frozen_graph: half the bytes in bfloat16). The
-    cost is memory and startup: each signature gets its own optimised copy on its first call.
-
-    A Keras 3 classifier (tfbert.keras_backend) is traced by tfbert.keras_serving.trace_forward instead, in its
-    serving form; its weights are frozen the same way.
-    """
+def traced_forward(model, uses_token_types: bool):
+    """The model's float32 logits as a concrete function of (input_ids, attention_mask, token_type_ids), reading
+    the model's variables. A Keras 3 classifier (tfbert.keras_backend) is traced by
+    tfbert.keras_serving.trace_forward instead, in its serving form."""
     import tensorflow as tf
 
     from tfbert import keras_serving
 
     if keras_serving.is_keras3_classifier(model):
-        return freeze_weights(keras_serving.trace_forward(model, uses_token_types), model.weights, weights_in_graph)
+        return keras_serving.trace_forward(model, uses_token_types)
     ids_spec = tf.TensorSpec([None, None], tf.int64)
 
     @tf.function(input_signature=[ids_spec, ids_spec, ids_spec])
@@ -148,22 +139,41 @@ def model_forward(model, uses_token_types: bool, weights_in_graph: bool = True):
         return tf.cast(model(inputs, training=False).logits, tf.float32)
 
     with _remapper_safe_layer_norms(model):  # also with variables: the FusedBatchNormV3 pattern needs no constants
-        traced = forward.get_concrete_function()
-    return freeze_weights(traced, model.weights, weights_in_graph)
+        return forward.get_concrete_function()
 
 
-def freeze_weights(traced, weights, weights_in_graph: bool = True):
-    """``traced`` with the variables it reads turned into graph constants (in the precision it computes them in:
-    tfbert.frozen_graph), and True; or ``traced`` itself and False when not asked for or when ``weights`` are over
-    :data:`MAX_WEIGHTS_IN_GRAPH` (one copy either way)."""
-    from tfbert.frozen_graph import freeze
+def model_forward(model, uses_token_types: bool, weights_in_graph: bool = True):
+    """:func:`traced_forward` with the weights where the export keeps them, and the variables an export must keep
+    for it (none when its weights are graph constants): see :func:`freeze_weights`."""
+    return freeze_weights(traced_forward(model, uses_token_types), model.weights, weights_in_graph,
+                          model.dtype_policy.compute_dtype)
+
+
+def freeze_weights(traced, weights, weights_in_graph: bool = True, compute_dtype: str = "float32"):
+    """``traced`` with its weights where the export keeps them, and the variables the export must save for it.
+
+    - Graph constants (``weights_in_graph``, up to :data:`MAX_WEIGHTS_IN_GRAPH`; no variables): TensorFlow's graph
+      optimiser lays them out for oneDNN once per signature, on its first call: bfloat16 MiniLM answers one text
+      in ~10 instead of ~12 ms and batches ~10 % faster, for a copy of the weights in every signature's optimised
+      graph and in every function that calls the forward pass (its server: 1.9 instead of 0.9 GiB; docs/serving.md).
+    - Else, computed in half precision: the frozen graph reading variables that hold each weight as the graph
+      computes with it (tfbert.frozen_graph.freeze_to_variables): no cast on any call, the weights of the
+      constants to the bit (answers within rounding of theirs: oneDNN picks its kernel by whether a weight is one).
+    - Else (float32, or over the limit): ``traced`` itself and ``weights``, read as they are.
+    Both frozen forms store the weights in the precision they are computed in (half the bytes in bfloat16).
+    """
+    from tfbert.frozen_graph import freeze, freeze_to_variables
 
     # Keras 3 variables name their dtype as a string, tf.Variables as a tf.DType.
     weight_bytes = sum(int(np.prod(w.shape)) * np.dtype(getattr(w.dtype, "as_numpy_dtype", w.dtype)).itemsize
                        for w in weights)
-    if not weights_in_graph or weight_bytes > MAX_WEIGHTS_IN_GRAPH:
-        return traced, False
-    return freeze(traced), True
+    if weight_bytes > MAX_WEIGHTS_IN_GRAPH:
+        return traced, list(weights)
+    if weights_in_graph:
+        return freeze(traced), []
+    if compute_dtype in ("bfloat16", "float16"):
+        return freeze_to_variables(traced)
+    return traced, list(weights)
 
 
 def warmup_inputs(input_specs: dict) -> dict[str, np.ndarray]:
@@ -244,8 +254,8 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         max_length: tokens per text including [CLS]/[SEP], as in training.
         base_dir: the model base path TF Serving is pointed at (``.../saved_model``).
         truncation: head, tail or head_tail, as in training.
-        weights_in_graph: store the weights as graph constants (faster requests, more server memory: see
-            :func:`model_forward`), else as variables.
+        weights_in_graph: store the weights as graph constants (faster one-text requests, more memory and a
+            slower start: see :func:`freeze_weights`), else as variables.
         task, thresholds: multi-label or regression models get the outputs of :mod:`tfbert.task_export`.
         stride, window_pool: a model that reads long texts in windows (tfbert.windows): ``serving_default`` gives
             one answer per text, pooled in the graph from its windows' (``predict_text_pair`` too: the first text in
@@ -282,9 +292,8 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
         exact, reason = in_graph_tokenization(tokenizer, truncation)
         encoder = text_encoder(tokenizer, max_length, truncation, staging / ".vocab") if exact else None
         uses_token_types = "token_type_ids" in tokenizer.model_input_names
-        forward, weights_in_graph = model_forward(model, uses_token_types, weights_in_graph)
-        module = task_module_class(_classifier_class(), task, thresholds)(
-            forward, encoder, labels, weights=None if weights_in_graph else model.weights)
+        forward, weights = model_forward(model, uses_token_types, weights_in_graph)
+        module = task_module_class(_classifier_class(), task, thresholds)(forward, encoder, labels, weights=weights)
         ids_spec = tf.TensorSpec([None, None], tf.int64)
 
         @tf.function(input_signature=[ids_spec, ids_spec, ids_spec])
@@ -330,7 +339,7 @@ def export_saved_model(model, tokenizer, *, id2label: dict[int, str], max_length
             "tokenizer": describe_tokenizer(tokenizer),
             "probabilities_dtype": "float32",
             "compute_policy": getattr(getattr(model, "dtype_policy", None), "name", "float32"),
-            "weights": "graph constants" if weights_in_graph else "variables",
+            "weights": "variables" if weights else "graph constants",
             "signatures": described,
             "version": version,
         }

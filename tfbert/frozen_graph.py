@@ -7,8 +7,14 @@ stores each such constant already cast, by TensorFlow's own Cast kernel, so the 
 are the same bits; only the float32 copies go. The cast happens on the frozen GraphDef, before TensorFlow builds a
 function from it, so no float32 copy of the function is ever made.
 
+:func:`freeze_to_variables` gives the same graph with each weight read from a variable that holds it in that
+precision: no cast on any call, and the weights once in memory instead of in every function that calls the forward
+pass (TensorFlow copies a called function, constants and all, into each caller it loads and each signature it
+optimises).
+
 Example:
     >>> frozen = freeze(forward.get_concrete_function())  # doctest: +SKIP
+    >>> forward_pass, variables = freeze_to_variables(forward.get_concrete_function())  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,10 +26,9 @@ from collections import defaultdict
 PASS_THROUGH = {"Identity": "T", "GatherV2": "Tparams"}
 
 
-def freeze(traced):
-    """``traced`` (a concrete function) with the variables it reads turned into graph constants, those only used
-    in half precision stored in it (:func:`cast_constants`): what convert_variables_to_constants_v2 returns, with
-    the cast done on its GraphDef before the function is built (these are its own three steps)."""
+def _frozen_graph_def(traced):
+    """convert_variables_to_constants_v2's first two steps on ``traced``, then :func:`cast_constants`: the frozen
+    GraphDef and the indices of the captured inputs (variables) that became constants of the same names."""
     from tensorflow.python.framework import convert_to_constants
 
     converter_data = convert_to_constants._FunctionConverterDataInEager(
@@ -31,7 +36,48 @@ def freeze(traced):
     graph_def, converted_inputs = convert_to_constants._replace_variables_by_constants(converter_data=converter_data)
     del converter_data  # its copy of the graph and of every weight's value
     cast_constants(graph_def, outputs={tensor.name.split(":")[0] for tensor in traced.outputs})
+    return graph_def, converted_inputs
+
+
+def freeze(traced):
+    """``traced`` (a concrete function) with the variables it reads turned into graph constants, those only used
+    in half precision stored in it (:func:`cast_constants`): what convert_variables_to_constants_v2 returns, with
+    the cast done on its GraphDef before the function is built (these are its own three steps)."""
+    from tensorflow.python.framework import convert_to_constants
+
+    graph_def, converted_inputs = _frozen_graph_def(traced)
     return convert_to_constants._construct_concrete_function(traced, graph_def, converted_inputs)
+
+
+def freeze_to_variables(traced):
+    """``traced``'s frozen graph (as :func:`freeze` makes it) reading each weight from a new variable that holds the
+    constant's value (in half precision where the graph only uses it so): a concrete function of the same inputs
+    and outputs, and those variables, which whoever saves the function must track."""
+    import tensorflow as tf
+
+    graph_def, converted_inputs = _frozen_graph_def(traced)
+    weight_nodes = {traced.graph.internal_captures[index].op.name for index in converted_inputs}
+    variables = {}
+    for node in graph_def.node:
+        if node.name in weight_nodes and node.op == "Const":
+            tensor = node.attr["value"].tensor
+            variables[node.name] = tf.Variable(tf.make_ndarray(tensor), trainable=False, name=node.name)
+            # A placeholder of the same name, dtype and shape, fed the variable's value on import.
+            shape = tensor.tensor_shape
+            node.op = "Placeholder"
+            del node.attr["value"]
+            node.attr["shape"].shape.CopyFrom(shape)
+    specs = tf.nest.flatten(traced.structured_input_signature)
+    argument_names = [tensor.name for tensor in traced.inputs[:len(specs)]]
+    output_names = [tensor.name for tensor in traced.outputs]
+
+    @tf.function(input_signature=specs, autograph=False)
+    def forward(*arguments):
+        feeds = dict(zip(argument_names, arguments))
+        feeds.update({f"{name}:0": variable.read_value() for name, variable in variables.items()})
+        return tf.graph_util.import_graph_def(graph_def, input_map=feeds, return_elements=output_names, name="frozen")
+
+    return forward.get_concrete_function(), list(variables.values())
 
 
 def cast_constants(graph_def, outputs: set[str] = frozenset()) -> int:
