@@ -26,7 +26,8 @@ def main() -> int:
         logging.getLogger("infer").info("answering with %s: %s", choice.path, choice.reason)
     runtime.quiet_libraries()
     if not config.server and choice.kind != "compact":
-        runtime.import_tensorflow(config.verbose, keras=False)  # model/ imports Keras when it loads
+        # model/ imports Keras when it loads; --explain takes gradients, whose MatMuls have no fixed weights.
+        runtime.import_tensorflow(config.verbose, keras=False, frozen_weights=not config.explain)
         runtime.optimise_graphs_for(len(texts))
     from tfbert.predictors import load_predictor
 

@@ -20,7 +20,7 @@ def main() -> int:
         raise TfbertError(f"--model {path}: no such folder")
     choice = choose_served_export(path, config.export)
     if choice.kind == "saved_model":  # a compact export is served without TensorFlow
-        runtime.import_tensorflow(config.verbose, keras=False)
+        runtime.import_tensorflow(config.verbose, keras=False, frozen_weights=True)
     from tfbert.serving import LoadedModel, ServerLimits, create_app
 
     runtime.quiet_libraries()

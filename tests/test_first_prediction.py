@@ -159,7 +159,7 @@ def test_an_export_folder_is_used_as_given(tmp_path):
 
 # Runs infer.py in this process as a script would, then reports which heavy libraries it imported.
 _RUNNER = """
-import json, runpy, sys
+import json, os, runpy, sys
 sys.argv, sys.path[0] = ["infer.py", *sys.argv[1:]], %r  # as `python infer.py ...` starts
 import tfbert.cli
 tfbert.cli.exit_now = sys.exit  # end by SystemExit, so that the report below gets written
@@ -168,7 +168,8 @@ try:
 except SystemExit as stop:
     code = stop.code
 heavy = ("tensorflow", "transformers", "datasets", "scipy", "tf_keras", "keras", "pandas", "tensorflow_text")
-print(json.dumps({"exit": code, "imported": sorted(m for m in heavy if m in sys.modules)}), file=sys.stderr)
+print(json.dumps({"exit": code, "imported": sorted(m for m in heavy if m in sys.modules),
+                  "frozen_weights": os.environ.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS")}), file=sys.stderr)
 """ % (str(ROOT), str(ROOT / "infer.py"))
 
 
@@ -223,7 +224,7 @@ def test_infer_answers_from_compact_without_tensorflow_as_the_saved_model_does(c
     assert clear.sum() >= 2, saved_model
     for model in (run, run / "compact"):
         lines, report, log = _infer_in_runner(*texts, "--json", "--model", str(model), "--verbose", cwd=work)
-        assert report == {"exit": 0, "imported": []}, log[-3000:]
+        assert report == {"exit": 0, "imported": [], "frozen_weights": None}, log[-3000:]
         answers = [json.loads(line) for line in lines]
         assert [a["label"] for a, c in zip(answers, clear) if c] == \
             [["neg", "neu", "pos"][i] for i in saved_model[clear].argmax(axis=1)]
@@ -248,7 +249,7 @@ def test_infer_without_a_good_compact_export_uses_the_saved_model_and_says_why(c
         settings.write_text(original)
     # TensorFlow (which imports scipy) for the SavedModel, but not transformers, datasets, Keras (with pandas) or
     # tensorflow-text's Python API (its op libraries only)
-    assert report == {"exit": 0, "imported": ["scipy", "tensorflow"]}, log[-3000:]
+    assert report == {"exit": 0, "imported": ["scipy", "tensorflow"], "frozen_weights": "1"}, log[-3000:]
     assert f"answering with {run / 'saved_model'}: compact/ agrees with the full model on 0.900" in log
     answer = json.loads(lines[0])
     model = KerasPredictor(run / "model").predict(["great phone"])[0]
@@ -256,6 +257,26 @@ def test_infer_without_a_good_compact_export_uses_the_saved_model_and_says_why(c
     assert answer["confidence"] == pytest.approx(float(model.max()), abs=1e-5)
     quiet = run_cli("infer.py", "great phone", "--model", str(run), cwd=work)
     assert quiet.returncode == 0 and "answering with" not in quiet.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_texts", [3, 70])  # one batch with the graph optimiser off; three with it on
+def test_infer_from_the_saved_model_answers_as_the_saved_model_does(compact_run, n_texts):
+    """infer.py lets oneDNN keep each MatMul's weights laid out (runtime.import_tensorflow(frozen_weights=True)):
+    its answers over several batches are those of the SavedModel predicted in this process, which was not told."""
+    import os
+
+    from tfbert.predictors import SavedModelPredictor
+
+    work, run = compact_run
+    texts = [f"{word} item number {i}" for i, word in zip(range(n_texts), ["great", "awful", "okay", "fine"] * 20)]
+    lines, report, log = _infer_in_runner(*texts, "--json", "--model", str(run / "saved_model"), cwd=work)
+    assert (report["exit"], report["frozen_weights"]) == (0, "1"), log[-3000:]
+    assert "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS" not in os.environ
+    expected = SavedModelPredictor(run / "saved_model").predict(texts)
+    answers = [json.loads(line) for line in lines]
+    assert [a["label"] for a in answers] == [["neg", "neu", "pos"][i] for i in expected.argmax(axis=1)]
+    np.testing.assert_allclose([a["confidence"] for a in answers], expected.max(axis=1), atol=1e-6)
 
 
 @pytest.mark.slow

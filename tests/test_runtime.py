@@ -1,7 +1,10 @@
-"""Process-level helpers: memory a step freed goes back to the OS."""
+"""Process-level helpers: memory a step freed goes back to the OS; oneDNN told that weights are frozen only by the
+import of TensorFlow in a process that only predicts."""
 
 import ctypes
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +43,24 @@ def test_a_step_returns_what_it_freed_to_the_os():
 
     assert step() == "done"
     assert resident_mib() < before + 50
+
+
+FROZEN_WEIGHTS_PROBE = """
+import os, sys
+os.environ.pop("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", None)
+if sys.argv[1] == "imported first":
+    import tensorflow
+from tfbert import runtime
+runtime.import_tensorflow(frozen_weights=sys.argv[1] != "not asked")
+print(os.environ.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, expected", [("asked", "1"), ("not asked", "None"), ("imported first", "None")])
+def test_weights_are_assumed_frozen_only_when_asked_by_the_import_of_tensorflow(case, expected):
+    """A process that built any oneDNN kernel before (TensorFlow imported: it may have trained) is never told."""
+    completed = subprocess.run([sys.executable, "-c", FROZEN_WEIGHTS_PROBE, case], capture_output=True, text=True,
+                               timeout=300, cwd=str(Path(__file__).resolve().parent.parent))
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split()[-1] == expected

@@ -268,13 +268,17 @@ def is_startup_noise(line: str, gpu_present: bool) -> bool:
 _KERAS_EAGER_IMPORTS = ("tf_keras.src.optimizers", "keras.src.optimizers")
 
 
-def import_tensorflow(verbose: bool = False, keras: bool = True):
+def import_tensorflow(verbose: bool = False, keras: bool = True, frozen_weights: bool = False):
     """Import TensorFlow and let it find its devices, keeping its C++ start-up notes off the terminal.
 
     While TensorFlow loads, file descriptor 2 goes to a buffer; afterwards every line of it except the
     known notes (:func:`is_startup_noise`) is written to stderr, so real errors still show. With ``verbose``,
     nothing is held back. ``keras=False`` leaves out Keras' optimizers, which TensorFlow would import at once;
     the first use of Keras imports them as usual. Later imports of TensorFlow are then free and silent.
+
+    ``frozen_weights``: the process only predicts, so oneDNN lays each MatMul's weights out once, as for graph
+    constants (TF_ONEDNN_ASSUME_FROZEN_WEIGHTS; docs/serving.md). Set only when this call imports TensorFlow (no
+    kernel built before), for processes that never change a weight: each kernel keeps its second input's first values.
 
     Example:
         >>> tf = import_tensorflow()
@@ -285,6 +289,8 @@ def import_tensorflow(verbose: bool = False, keras: bool = True):
         import tensorflow as tf
 
         return tf
+    if frozen_weights:
+        os.environ.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")
     held_back = [] if keras else [name for name in _KERAS_EAGER_IMPORTS if name not in sys.modules]
     for name in held_back:
         sys.modules[name] = None  # an ImportError for TensorFlow's __init__, which skips the import on one
