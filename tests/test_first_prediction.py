@@ -260,7 +260,7 @@ def test_infer_without_a_good_compact_export_uses_the_saved_model_and_says_why(c
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n_texts", [3, 70])  # one batch with the graph optimiser off; three with it on
+@pytest.mark.parametrize("n_texts", [3, 70])  # one batch with the graph optimiser off; two with it on
 def test_infer_from_the_saved_model_answers_as_the_saved_model_does(compact_run, n_texts):
     """infer.py lets oneDNN keep each MatMul's weights laid out (runtime.import_tensorflow(frozen_weights=True)):
     its answers over several batches are those of the SavedModel predicted in this process, which was not told."""
