@@ -191,9 +191,10 @@ class TrainingConfig:
         meta={"choices": ["auto", "float32", "bfloat16"]},
     )
     export_weights: str = setting(
-        "where the SavedModel keeps the weights; constants: in the graph, laid out for oneDNN once at load (one "
-        "text a quarter faster, ~1 GiB more memory and a slower start for MiniLM); variables: in variables/, in the "
-        "precision the export computes with (batches about a tenth slower); auto: variables",
+        "where the SavedModel keeps the weights; constants: in the graph, laid out for oneDNN once at load (~1 GiB "
+        "more memory and a slower start for MiniLM; a tenth faster in processes that may not assume frozen weights); "
+        "variables: in variables/, in the precision the export computes with (as fast in infer.py and serve.py); "
+        "auto: variables",
         default="auto",
         meta={"choices": ["auto", "constants", "variables"]},
     )

@@ -154,7 +154,8 @@ def freeze_weights(traced, weights, weights_in_graph: bool = True, compute_dtype
 
     - Graph constants (``weights_in_graph``, up to :data:`MAX_WEIGHTS_IN_GRAPH`; no variables): TensorFlow's graph
       optimiser lays them out for oneDNN once per signature, on its first call: bfloat16 MiniLM answers one text
-      in ~10 instead of ~12 ms and batches ~10 % faster, for a copy of the weights in every signature's optimised
+      in ~10 instead of ~12 ms and batches ~10 % faster (as variables do where oneDNN may keep their layout:
+      runtime.import_tensorflow(frozen_weights=True)), for a copy of the weights in every signature's optimised
       graph and in every function that calls the forward pass (its server: 1.9 instead of 0.9 GiB; docs/serving.md).
     - Else, computed in half precision: the frozen graph reading variables that hold each weight as the graph
       computes with it (tfbert.frozen_graph.freeze_to_variables): no cast on any call, the weights of the

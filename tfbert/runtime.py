@@ -94,10 +94,10 @@ def resolve_export_precision(requested: str, training_policy: str) -> str:
 def resolve_export_weights(requested: str) -> str:
     """--export_weights: constants or variables; auto: variables, in the precision the export computes with.
 
-    MiniLM in bfloat16 on 2 cores (SMS Spam, 2026-12-07): constants answered one text in ~10 instead of ~12 ms
-    and batches of 32 ~10 % faster; variables held serve.py at 0.87 instead of 1.9-2.0 GiB, the export's peak at
-    1.3 instead of 2.0 GiB, and cold infer.py took 3.75 instead of 4.63 s. In float32, with nothing to cast,
-    constants bought 7 % more texts/s for 1.8 GiB more memory and ~4 s more to the first answer.
+    MiniLM in bfloat16 on 2 cores (SMS Spam, 2026-12-07): constants answered one text in ~10 instead of ~12 ms and
+    batches of 32 ~10 % faster (not where oneDNN keeps variables' layout: import_tensorflow(frozen_weights=True));
+    variables held serve.py at 0.87 instead of 1.9-2.0 GiB, the export's peak at 1.3 instead of 2.0 GiB, and cold
+    infer.py took 3.75 instead of 4.63 s. In float32 constants bought 7 % more texts/s for 1.8 GiB and ~4 s more.
 
     Example:
         >>> resolve_export_weights("auto")
