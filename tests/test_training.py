@@ -1,3 +1,5 @@
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -70,12 +72,41 @@ def test_the_fused_adamw_updates_as_keras_adamw(tiny_model_dir):
         for _ in range(3):
             apply()
         updates.append([after - before for after, before in zip(model.get_weights(), start)])
-        graphs.append({op.type for op in apply.get_concrete_function().graph.get_operations()})
-    assert "ResourceApplyAdam" in graphs[1] and "ResourceApplyAdam" not in graphs[0]
+        graphs.append(Counter(op.type for op in apply.get_concrete_function().graph.get_operations()))
+    assert graphs[1]["ResourceApplyAdam"] == len(model.trainable_variables) and "ResourceApplyAdam" not in graphs[0]
     assert "ResourceScatterAdd" in graphs[0] and "ResourceScatterAdd" not in graphs[1]
+    # The decay is one product assigned, not a product then a subtraction; the beta powers made once, not per variable.
+    assert "AssignSubVariableOp" in graphs[0] and "AssignSubVariableOp" not in graphs[1]
+    assert graphs[1]["Pow"] == 2 < graphs[0]["Pow"]
     assert max(float(np.abs(update).max()) for update in updates[0]) > 1e-2  # the updates are not trivial
     for keras_update, fused_update in zip(*updates):
         np.testing.assert_allclose(fused_update, keras_update, rtol=1e-5, atol=5e-7)  # a few float32 steps at 1.0
+
+
+def test_the_fused_adamw_updates_the_same_compiled_with_xla(tiny_model_dir):
+    """With XLA (Keras compiles the update per variable where a GPU is present) each variable's update is a graph of
+    its own, which makes its own scalars: the updates equal those without XLA."""
+    import tensorflow as tf
+
+    from tfbert.modeling import load_for_training
+    from tfbert.training import make_optimizer
+
+    model = load_for_training(tiny_model_dir, ["a", "b"])
+    gradients = [tf.random.stateless_normal(v.shape, seed=(i, 0)) for i, v in enumerate(model.trainable_variables)]
+    start = model.get_weights()
+    updates = []
+    for jit in (False, True):
+        model.set_weights(start)
+        optimizer = make_optimizer(model, 1e-2, 0.1, 1, 10)
+        optimizer.jit_compile = jit  # Keras turns it off without a GPU
+        apply = tf.function(lambda: optimizer.apply_gradients(zip(gradients, model.trainable_variables)),
+                            autograph=False)
+        for _ in range(2):
+            apply()
+        updates.append([after - before for after, before in zip(model.get_weights(), start)])
+    assert max(float(np.abs(update).max()) for update in updates[0]) > 1e-3
+    for plain, compiled in zip(*updates):
+        np.testing.assert_allclose(compiled, plain, rtol=1e-5, atol=1e-7)
 
 
 def test_balanced_class_weight():

@@ -81,30 +81,59 @@ def _fused_adamw_class():
         - the embeddings' sparse gradients made dense first: Keras' sparse update decays every row of both moments
           and moves every row of the variable anyway (Adam, not lazy Adam), in about ten passes over the word
           embeddings (half of MiniLM's weights), with copies of the variables its scatters force;
-        - the weight decay as one product, ``w - w * (lr * decay)`` (Keras: ``w * decay * lr``, two), just before
-          the variable's own update (Keras decays every variable before updating any: the same values).
+        - the weight decay as one pass, ``w * (1 - lr * decay)`` assigned (the variable adopts the product's
+          buffer), just before the variable's own update (Keras: ``w - w * decay * lr``, a product then a
+          subtraction in place, each a pass; it decays every variable before updating any: the same values);
+        - the step's scalars (learning rate, decay factor, beta powers) computed once per update, not once per
+          variable: about 1,000 fewer nodes of MiniLM's 7,000-node training step for the executor to run.
         amsgrad keeps Keras' update."""
+
+        def apply_gradients(self, grads_and_vars, *args, **kwargs):
+            self._forget_step_scalars()
+            try:
+                return super().apply_gradients(grads_and_vars, *args, **kwargs)
+            finally:
+                self._forget_step_scalars()
+
+        @tf.__internal__.tracking.no_automatic_dependency_tracking  # a plain dict, not a checkpointed one
+        def _forget_step_scalars(self):
+            self._step_scalars = {}  # filled by the first update_step of each graph, device and dtype
 
         def _apply_weight_decay(self, variables):
             pass  # in update_step
 
-        def update_step(self, gradient, variable):
+        def _scalars(self, variable) -> dict:
+            """This update's scalars for ``variable``'s dtype, made once per graph and device: under a strategy each
+            device updates its own copy, and with XLA each variable's update is a graph of its own."""
+            cache = getattr(self, "_step_scalars", {})  # {}: update_step called outside apply_gradients
             dtype = variable.dtype
-            learning_rate = tf.cast(self.learning_rate, dtype)
+            key = (tf.compat.v1.get_default_graph(), variable.device, dtype)
+            if key not in cache:
+                learning_rate = tf.cast(self.learning_rate, dtype)
+                step = tf.cast(self.iterations + 1, dtype)
+                beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+                cache[key] = {
+                    "learning_rate": learning_rate, "beta_1": beta_1, "beta_2": beta_2,
+                    "kept": 1 - learning_rate * tf.cast(self.weight_decay or 0.0, dtype),
+                    "beta_1_power": tf.pow(beta_1, step), "beta_2_power": tf.pow(beta_2, step),
+                    "epsilon": tf.cast(self.epsilon, dtype),
+                }
+            return cache[key]
+
+        def update_step(self, gradient, variable):
+            scalars = self._scalars(variable)
             if self.weight_decay and self._use_weight_decay(variable):
-                variable.assign_sub(variable * (learning_rate * tf.cast(self.weight_decay, dtype)))
+                variable.assign(variable * scalars["kept"], read_value=False)
             if self.amsgrad:
                 return super().update_step(gradient, variable)
             if isinstance(gradient, tf.IndexedSlices):
                 gradient = tf.convert_to_tensor(gradient)  # Keras summed repeated rows already
-            step = tf.cast(self.iterations + 1, dtype)
-            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
             slot = self._index_dict[self._var_key(variable)]
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle, m=self._momentums[slot].handle, v=self._velocities[slot].handle,
-                beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-                lr=learning_rate, beta1=beta_1, beta2=beta_2,
-                epsilon=tf.cast(self.epsilon, dtype), grad=gradient, use_locking=False)
+                beta1_power=scalars["beta_1_power"], beta2_power=scalars["beta_2_power"],
+                lr=scalars["learning_rate"], beta1=scalars["beta_1"], beta2=scalars["beta_2"],
+                epsilon=scalars["epsilon"], grad=gradient, use_locking=False)
 
     return FusedAdamW
 
