@@ -82,7 +82,7 @@ def _fused_adamw_class():
           and moves every row of the variable anyway (Adam, not lazy Adam), in about ten passes over the word
           embeddings (half of MiniLM's weights), with copies of the variables its scatters force;
         - the weight decay as one pass, ``w * (1 - lr * decay)`` assigned (the variable adopts the product's
-          buffer), just before the variable's own update (Keras: ``w - w * decay * lr``, a product then a
+          buffer), just before the variable's own update (Keras: ``w - w * decay * lr``, two products and a
           subtraction in place, each a pass; it decays every variable before updating any: the same values);
         - the step's scalars (learning rate, decay factor, beta powers) computed once per update, not once per
           variable: about 1,000 fewer nodes of MiniLM's 7,000-node training step for the executor to run.
