@@ -41,6 +41,19 @@ def test_optimizer_skips_decay_for_excluded_variables(tiny_model_dir):
     assert sum(not u for u in uses.values()) == len(excluded_from_decay(model.trainable_variables))
 
 
+def _apply_from(model, start: list, optimizer, gradients, steps: int):
+    """``optimizer`` applies ``gradients`` ``steps`` times in one traced function from the weights ``start``: each
+    variable's change, and the function's op types counted."""
+    import tensorflow as tf
+
+    model.set_weights(start)
+    apply = tf.function(lambda: optimizer.apply_gradients(zip(gradients, model.trainable_variables)), autograph=False)
+    for _ in range(steps):
+        apply()
+    updates = [after - before for after, before in zip(model.get_weights(), start)]
+    return updates, Counter(op.type for op in apply.get_concrete_function().graph.get_operations())
+
+
 def test_the_fused_adamw_updates_as_keras_adamw(tiny_model_dir):
     """Keras' AdamW and make_optimizer's fused one, from the same start, apply the tiny BERT's real gradients (the
     word embeddings' are IndexedSlices, with a repeated row: Keras' sparse update, the fused one's dense) 3 times,
@@ -58,21 +71,12 @@ def test_the_fused_adamw_updates_as_keras_adamw(tiny_model_dir):
     gradients = tape.gradient(loss, model.trainable_variables)
     assert isinstance(gradients[0], tf.IndexedSlices) and not isinstance(gradients[-1], tf.IndexedSlices)
     start = model.get_weights()
-    updates, graphs = [], []
-    for fused in (False, True):
-        model.set_weights(start)
-        if fused:
-            optimizer = make_optimizer(model, 1e-2, 0.1, 1, 10)
-        else:  # make_optimizer's settings on Keras' own class
-            optimizer = tf.keras.optimizers.AdamW(learning_rate=linear_warmup_decay(1e-2, 1, 10), weight_decay=0.1,
-                                                  epsilon=1e-8, global_clipnorm=1.0)
-            optimizer.exclude_from_weight_decay(var_list=excluded_from_decay(model.trainable_variables))
-        apply = tf.function(lambda: optimizer.apply_gradients(zip(gradients, model.trainable_variables)),
-                            autograph=False)
-        for _ in range(3):
-            apply()
-        updates.append([after - before for after, before in zip(model.get_weights(), start)])
-        graphs.append(Counter(op.type for op in apply.get_concrete_function().graph.get_operations()))
+    # make_optimizer's settings on Keras' own class, then make_optimizer's
+    keras_adamw = tf.keras.optimizers.AdamW(learning_rate=linear_warmup_decay(1e-2, 1, 10), weight_decay=0.1,
+                                            epsilon=1e-8, global_clipnorm=1.0)
+    keras_adamw.exclude_from_weight_decay(var_list=excluded_from_decay(model.trainable_variables))
+    updates, graphs = zip(_apply_from(model, start, keras_adamw, gradients, steps=3),
+                          _apply_from(model, start, make_optimizer(model, 1e-2, 0.1, 1, 10), gradients, steps=3))
     assert graphs[1]["ResourceApplyAdam"] == len(model.trainable_variables) and "ResourceApplyAdam" not in graphs[0]
     assert "ResourceScatterAdd" in graphs[0] and "ResourceScatterAdd" not in graphs[1]
     # The decay is one product assigned, not a product then a subtraction; the beta powers made once, not per variable.
@@ -96,14 +100,9 @@ def test_the_fused_adamw_updates_the_same_compiled_with_xla(tiny_model_dir):
     start = model.get_weights()
     updates = []
     for jit in (False, True):
-        model.set_weights(start)
         optimizer = make_optimizer(model, 1e-2, 0.1, 1, 10)
         optimizer.jit_compile = jit  # Keras turns it off without a GPU
-        apply = tf.function(lambda: optimizer.apply_gradients(zip(gradients, model.trainable_variables)),
-                            autograph=False)
-        for _ in range(2):
-            apply()
-        updates.append([after - before for after, before in zip(model.get_weights(), start)])
+        updates.append(_apply_from(model, start, optimizer, gradients, steps=2)[0])
     assert max(float(np.abs(update).max()) for update in updates[0]) > 1e-3
     for plain, compiled in zip(*updates):
         np.testing.assert_allclose(compiled, plain, rtol=1e-5, atol=1e-7)
