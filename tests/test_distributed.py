@@ -39,7 +39,8 @@ SCRIPT = textwrap.dedent(
     result = training.fit(
         model, training_dataset(encoded, tokenizer, batch_size=8, seed=0, repeat=True), epochs=2,
         evaluate_validation=lambda: {"loss": 1.0, "accuracy": 0.5, "macro_f1": 0.5, "weighted_f1": 0.5},
-        run_dir=run_dir, patience=0, n_train=len(encoded), steps_per_epoch=len(encoded) // 8, verbose=0)
+        run_dir=run_dir, patience=0, n_train=len(encoded), steps_per_epoch=len(encoded) // 8, verbose=0,
+        warm_up_validation=lambda: predict_probabilities(model, encoded.select(range(8)), tokenizer, batch_size=8))
     probabilities = predict_probabilities(model, encoded, tokenizer, batch_size=8)
     print(json.dumps({
         "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,

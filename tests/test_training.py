@@ -230,3 +230,53 @@ def test_steps_trace_once_without_autograph_and_train_as_before(tiny_model_dir, 
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-6)
     assert history["loss"] == pytest.approx(keras_history["loss"], rel=1e-6)
     assert history["accuracy"] == pytest.approx(keras_history["accuracy"])
+
+
+@pytest.mark.slow
+def test_validation_warms_up_beside_the_steps_and_the_best_checkpoint_keeps_weights_only(tiny_model_dir, tmp_path):
+    """fit runs the validation's warm-up once, in a thread started after the first step, and the first epoch's pass
+    waits for it (the prediction function then traced once); the best epoch's checkpoint holds the weights without
+    AdamW's moments, and fit ends on them."""
+    import threading
+
+    import datasets
+    import tensorflow as tf
+
+    from tfbert import modeling, training
+    from tfbert.data.pipeline import tokenize, training_dataset
+    from tfbert.evaluation import predict_probabilities
+
+    tokenizer = modeling.load_tokenizer(tiny_model_dir)
+    texts = ["good item", "bad phone and a very poor case", "great book", "awful product"] * 4
+    split = datasets.Dataset.from_dict({"text": texts, "label": [0, 1, 0, 1] * 4})
+    encoded = tokenize(datasets.DatasetDict({"train": split}), tokenizer, max_length=16)["train"]
+    tf.keras.utils.set_random_seed(0)
+    model = modeling.load_for_training(tiny_model_dir, ["pos", "neg"])
+    model.compile(optimizer=training.make_optimizer(model, 3e-3, 0.01, 1, 8), loss=training.classification_loss)
+    training.trace_steps_once(model)
+    events, epoch_weights = [], []
+
+    def warm_up():
+        events.append(("warm-up", threading.current_thread() is threading.main_thread(),
+                       model.train_function.experimental_get_tracing_count()))
+        predict_probabilities(model, encoded.select(range(3)), tokenizer, batch_size=8)
+        events.append(("warmed",))
+
+    def evaluate():
+        events.append(("pass",))
+        predict_probabilities(model, encoded, tokenizer, batch_size=8)
+        epoch_weights.append(model.get_weights())
+        return {"loss": 1.0, "accuracy": 0.5, "macro_f1": (0.9, 0.5)[len(epoch_weights) - 1], "weighted_f1": 0.5}
+
+    fitted = training.fit(model, training_dataset(encoded, tokenizer, batch_size=4, seed=0, repeat=True), epochs=2,
+                          evaluate_validation=evaluate, run_dir=tmp_path, patience=0, n_train=len(encoded),
+                          steps_per_epoch=4, verbose=0, warm_up_validation=warm_up)
+    assert events == [("warm-up", False, 1), ("warmed",), ("pass",), ("pass",)]
+    assert model.predict_function.experimental_get_tracing_count() == 1
+    assert fitted.best_epoch == 1
+    for now, best, last in zip(model.get_weights(), *epoch_weights):
+        np.testing.assert_array_equal(now, best)
+    assert any(not np.array_equal(best, last) for best, last in zip(*epoch_weights))
+    names = [name for name, _ in tf.train.list_variables(str(tmp_path / "checkpoints" / "best"))]
+    assert not [name for name in names if name.startswith("optimizer")]
+    assert len(names) == len(model.weights) + 1  # and the object graph

@@ -240,7 +240,7 @@ class TrainingConfig:
     output_dir: str = setting("where run folders are created", default="output")
     plots_dir: str = setting("where run figures are created", default="plots")
     keep_checkpoints: bool = setting(
-        "keep checkpoints/ (the best epoch's training state with optimizer slots) after a finished run; "
+        "keep checkpoints/ (the best epoch's weights, the backups of the training state) after a finished run; "
         "without it only a failed run keeps them", default=False
     )
     save_every: int = setting("back the training state up every this many steps, besides each epoch end (0: only "

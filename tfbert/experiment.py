@@ -248,7 +248,7 @@ def _fit(context: RunContext, prepared: Prepared) -> Results:
         steps_per_epoch=steps_per_epoch, n_train_tokens=windows.token_count(encoded["train"]),
         verbose=verbose, progress_every=progress_every, examples_per_step=update_batch, save_every=settings.save_every,
         backup_run_dir=context.backed_up, monitor=tasks.monitor(prepared.corpus.task),
-    )
+        warm_up_validation=evaluate_validation.warm_up)
     # Peak memory before evaluation and export add their own.
     return Results(model, fitted, evaluate_validation.outputs_of(fitted.best_epoch, fitted.epochs_run),
                    peak_rss_mib_training=runtime.peak_rss_mib())

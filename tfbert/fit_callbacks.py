@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +34,42 @@ def _keras(keras_module):
     return keras_module
 
 
-def validation_metrics(evaluate: Callable[[], dict], keras_module=None):
+def validation_metrics(evaluate: Callable[[], dict], keras_module=None, warm_up: Optional[Callable[[], None]] = None):
     """A callback adding val_loss, val_accuracy, val_macro_f1 and val_weighted_f1 to each epoch's logs, from one
     prediction pass (``evaluate``). Put it before the callbacks that read them (checkpoint, early stopping, CSV).
+
+    ``warm_up`` (the first pass's one-time work: tracing and optimising the prediction function, compiling kernels)
+    runs in a thread from the end of the first step, beside the steady steps, which leave the CPU idle between
+    kernels; during the first step it would contend with that step's tracing for the interpreter. The epoch's
+    pass waits for it.
 
     Example:
         >>> model.fit(data, callbacks=[validation_metrics(lambda: split_metrics(model, ...))])  # doctest: +SKIP
     """
 
     class ValidationMetrics(_keras(keras_module).callbacks.Callback):
+        warming = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            if warm_up is not None and self.warming is None:
+                self.warming = threading.Thread(target=_warm_up, args=(warm_up,), name="validation-warm-up")
+                self.warming.start()
+
         def on_epoch_end(self, epoch, logs=None):
+            if self.warming is not None:
+                self.warming.join()
             metrics = evaluate()
             if logs is not None:
                 logs.update({f"val_{key}": metrics[key] for key in VALIDATION_KEYS if key in metrics})
 
     return ValidationMetrics()
+
+
+def _warm_up(work: Callable[[], None]) -> None:
+    try:
+        work()
+    except Exception as error:  # the epoch's own pass meets the same error and reports it
+        logger.debug("validation warm-up failed: %s", error)
 
 
 def step_timer(keras_module=None):

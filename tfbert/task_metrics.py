@@ -230,6 +230,14 @@ class ValidationPasses:
         return validation_evaluation(self.task, outputs, np.asarray(self.split["label"]), self.label_names,
                                      self.threshold).metrics
 
+    def warm_up(self) -> None:
+        """Predict this split's first batch and drop the outputs: the first pass's one-time work (tracing and
+        optimising the prediction function, compiling kernels for a batch shape) done ahead, as fit's steps run."""
+        from tfbert.evaluation import predict_probabilities
+
+        first = self.split.select(range(min(self.batch_size, len(self.split))))
+        predict_probabilities(self.model, first, self.tokenizer, self.batch_size, self.task, self.window_pool)
+
     def outputs_of(self, epoch: int, epochs_run: int) -> Optional[np.ndarray]:
         """The outputs of the 1-based ``epoch`` of a fit that ran ``epochs_run`` epochs, if this process validated
         it (a resumed run's epochs before the backup were validated by the process that ran them); else None."""

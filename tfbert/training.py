@@ -21,7 +21,7 @@ from tfbert.fit_callbacks import (MONITOR, FitResult, fit_result, progress_inter
 logger = logging.getLogger(__name__)
 
 NO_DECAY_ROLES = ("LayerNorm", "layer_norm", "LayerNormalization")
-CHECKPOINT_DIR = "checkpoints"  # under the run folder: the best epoch's weights and optimizer state
+CHECKPOINT_DIR = "checkpoints"  # under the run folder: the best epoch's weights and the backups
 
 
 def learning_rate_at(step: float, peak: float, warmup_steps: int, total_steps: int) -> float:
@@ -249,6 +249,28 @@ def trace_steps_once(model) -> None:
                 tf.function(keras_function.python_function, reduce_retracing=True, autograph=False))
 
 
+def weights_checkpoint(model):
+    """A tf.train.Checkpoint of ``model``'s weights without its optimizer's state, under the names the model's own
+    checkpoint gives them (``model.load_weights`` reads it; TensorFlow's format restores under MirroredStrategy)."""
+    import tensorflow as tf
+
+    return tf.train.Checkpoint(**{name: child for name, child in model._trackable_children().items()
+                                  if name != "optimizer"})
+
+
+def _best_checkpoint_class():
+    import tensorflow as tf
+
+    class BestCheckpoint(tf.keras.callbacks.ModelCheckpoint):
+        """ModelCheckpoint writing the best epoch's weights only (:func:`weights_checkpoint`): a third of the bytes,
+        as AdamW keeps two moments per weight; the backups hold the whole training state."""
+
+        def _save_handler(self, filepath):
+            weights_checkpoint(self.model).write(filepath, options=self._options)
+
+    return BestCheckpoint
+
+
 def _best_weights_class():
     import tensorflow as tf
 
@@ -302,6 +324,7 @@ def fit(
     save_every: int = 0,
     backup_run_dir: Optional[Path] = None,
     monitor: str = MONITOR,
+    warm_up_validation: Optional[Callable[[], None]] = None,
 ) -> FitResult:
     """Train with validation macro-F1 monitoring, best checkpoint, early stopping, CSV and TensorBoard logs, and
     backups of the training state (every ``save_every`` steps, at epoch ends and on SIGTERM/SIGINT, which raise
@@ -309,8 +332,10 @@ def fit(
 
     ``verbose`` as Keras' (1: a bar for terminals, 2: a line per epoch); ``progress_every`` > 0 adds a log
     line every that many steps (:func:`step_progress`). At the end the model holds the weights of the best
-    epoch by validation macro-F1. Backups go under ``backup_run_dir`` (default ``run_dir``): on a cluster, the
-    chief's run folder, which Keras' BackupAndRestore reads on every worker and only the chief writes to.
+    epoch by validation macro-F1. ``warm_up_validation`` (ValidationPasses.warm_up) runs beside the first epoch's
+    steps (:func:`tfbert.fit_callbacks.validation_metrics`). Backups go under ``backup_run_dir`` (default
+    ``run_dir``): on a cluster, the chief's run folder, which Keras' BackupAndRestore reads on every worker and only
+    the chief writes to.
     """
     import time
 
@@ -329,12 +354,13 @@ def fit(
         train_data = train_data.skip(restored.batches_done(steps_per_epoch))
         write_log_csv(run_dir / "log.csv", restored.callbacks.get("epoch_logs", []))  # the backup's epochs, once
     timer = step_timer()
-    best = tf.keras.callbacks.ModelCheckpoint(
+    best = _best_checkpoint_class()(
         str(checkpoint), monitor=monitor, mode="max", save_best_only=True, save_weights_only=True)
     early = tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience) if patience else None
     callbacks = [
         timer,
-        validation_metrics(evaluate_validation),
+        validation_metrics(evaluate_validation, warm_up=None if distribution.in_multi_worker_mode(
+            model.distribute_strategy) else warm_up_validation),  # a cluster's collectives: one function at a time
         best,
         tf.keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True),
         tf.keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0),
