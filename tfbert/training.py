@@ -265,10 +265,20 @@ def _best_checkpoint_class():
         """ModelCheckpoint writing the best epoch's weights only (:func:`weights_checkpoint`): a third of the bytes,
         as AdamW keeps two moments per weight; the backups hold the whole training state."""
 
+        # tf_keras' ModelCheckpoint writes here; its model.save_weights would add the optimizer's variables.
         def _save_handler(self, filepath):
             weights_checkpoint(self.model).write(filepath, options=self._options)
 
     return BestCheckpoint
+
+
+def _warms_up_beside_steps(model) -> bool:
+    """Whether the validation's warm-up may run beside the training steps: on CPUs only, outside a cluster (its
+    collectives take one function at a time; an accelerator's memory may be sized for the steps alone)."""
+    import tensorflow as tf
+
+    return not (distribution.in_multi_worker_mode(model.distribute_strategy)
+                or tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
 def _best_weights_class():
@@ -333,7 +343,7 @@ def fit(
     ``verbose`` as Keras' (1: a bar for terminals, 2: a line per epoch); ``progress_every`` > 0 adds a log
     line every that many steps (:func:`step_progress`). At the end the model holds the weights of the best
     epoch by validation macro-F1. ``warm_up_validation`` (ValidationPasses.warm_up) runs beside the first epoch's
-    steps (:func:`tfbert.fit_callbacks.validation_metrics`). Backups go under ``backup_run_dir`` (default
+    steps on CPUs (:func:`tfbert.fit_callbacks.validation_metrics`). Backups go under ``backup_run_dir`` (default
     ``run_dir``): on a cluster, the chief's run folder, which Keras' BackupAndRestore reads on every worker and only
     the chief writes to.
     """
@@ -359,8 +369,7 @@ def fit(
     early = tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience) if patience else None
     callbacks = [
         timer,
-        validation_metrics(evaluate_validation, warm_up=None if distribution.in_multi_worker_mode(
-            model.distribute_strategy) else warm_up_validation),  # a cluster's collectives: one function at a time
+        validation_metrics(evaluate_validation, warm_up=warm_up_validation if _warms_up_beside_steps(model) else None),
         best,
         tf.keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True),
         tf.keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0),
