@@ -39,7 +39,8 @@ def test_absent_class_still_reported():
 
 def test_validation_passes_keep_each_epochs_outputs_for_the_final_evaluation(tiny_model_dir):
     """The final evaluation reuses the best epoch's validation outputs: they must be what the model predicts with
-    that epoch's weights, and a resumed run's epochs before its backup (not validated by this process) have none."""
+    that epoch's weights, and a resumed run's epochs before its backup (not validated by this process) have none.
+    The warm-up traces the prediction function the passes then use, and is not a pass."""
     import datasets
 
     from conftest import make_rows
@@ -55,12 +56,15 @@ def test_validation_passes_keep_each_epochs_outputs_for_the_final_evaluation(tin
     encoded = tokenize(datasets.DatasetDict({"validation": split}), tokenizer, 16)["validation"]
     model = load_for_training(tiny_model_dir, labels)
     passes = ValidationPasses(model, encoded, tokenizer, labels, batch_size=8)
+    passes.warm_up()
+    assert passes.outputs == [] and model.predict_function.experimental_get_tracing_count() == 1
     weights = []
     for epoch in range(3):  # a resumed run: this process validates epochs 2, 3 and 4 of 4
         model.set_weights([w + 0.05 * np.sin(np.arange(w.size) + epoch).reshape(w.shape) for w in model.get_weights()])
         weights.append(model.get_weights())
         metrics = passes()
         assert set(metrics) >= {"macro_f1", "accuracy"}
+    assert model.predict_function.experimental_get_tracing_count() == 1
     assert passes.outputs_of(epoch=1, epochs_run=4) is None
     for epoch in (2, 3, 4):
         model.set_weights(weights[epoch - 2])
